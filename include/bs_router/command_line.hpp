@@ -1,0 +1,43 @@
+#pragma once
+// Command lines of bs_router and bs_router-client. The Go programs took
+// single-dash long options (-config FILE); both forms are accepted.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bs_router {
+
+struct router_options {
+  std::string config_path;
+  std::string cbsdenv;
+  std::string broker;
+  bool check_only = false; // --check: validate config and workspace, then exit
+};
+
+struct client_options {
+  std::string config_path;
+  std::string body;                  // -body JSON
+  std::vector<std::string> command;  // short form: COMMAND key=value ...
+  std::optional<double> timeout;     // --timeout SECONDS (none = wait for ever)
+  bool json = false;                 // --json: print the whole final reply
+  bool quiet_progress = false;       // --no-progress: do not print Progress < 100 replies
+};
+
+// What parsing decided: run with the options, or exit now with `exit_code`
+// after `output` was printed (help, version, usage error).
+template <typename Options> struct parsed_command_line {
+  std::optional<Options> options;
+  int exit_code = 0;
+  std::string output; // text for stdout (help/version) or stderr (errors)
+  bool output_is_error = false;
+};
+
+parsed_command_line<router_options> parse_router_command_line(int argc, const char* const* argv);
+parsed_command_line<client_options> parse_client_command_line(int argc, const char* const* argv);
+
+// Turns the short form "jls header=0 display=jname,status" into a job body.
+// Throws std::invalid_argument for an argument without '='.
+std::string body_from_words(const std::vector<std::string>& words);
+
+} // namespace bs_router

@@ -1,0 +1,72 @@
+#pragma once
+// The pool's JSON config: the Go router's keys with their old meaning, plus
+// new optional keys. Loading validates everything before anything connects.
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bs_router {
+
+struct beanstalkd_config {
+  std::string uri;        // "host:port" as written
+  std::string host;       // parsed from uri
+  std::uint16_t port = 11300;
+  std::string tube;
+  std::string reply_tube_prefix;
+  int reconnect_timeout = 5; // seconds between reconnect attempts (>= 1)
+  int reserve_timeout = 5;   // seconds per reserve-with-timeout (>= 1)
+  int publish_timeout = 5;   // TTR of reply jobs (>= 1)
+  std::string logdir;        // per-job files
+};
+
+struct config {
+  std::string source; // the file it came from, for messages
+
+  // compat keys
+  std::string cbsdenv;
+  bool cbsdcolor = false;
+  std::string broker; // must be "beanstalkd"
+  std::string logfile;
+  beanstalkd_config beanstalkd;
+
+  // new keys (all optional)
+  std::string cbsd_path = "/usr/local/bin/cbsd";
+  std::string statedir;              // default: <cbsdenv>/.bs_router
+  int max_jobs = 4;                  // cbsd runs at once
+  int max_waiting = 64;              // jobs held behind a busy jname
+  int job_timeout = 0;               // seconds, 0 = none
+  int kill_grace = 10;               // seconds between SIGTERM and SIGKILL
+  bool progress = false;             // replies with Progress < 100 while a job runs
+  int shutdown_timeout = 60;         // seconds SIGTERM waits for running jobs
+  std::size_t max_body_bytes = 65536; // job bodies larger than this are refused
+  int joblog_max_age_days = 30;      // per-job files older than this are removed (0 = keep)
+  int joblog_max_files = 10000;      // at most this many jobs' files kept (0 = no limit)
+  std::string metrics_listen;        // "host:port" for /metrics, empty = off
+
+  std::vector<std::string> warnings; // unknown keys, deprecated forms: logged, not fatal
+};
+
+// Thrown with a message that names the file and the key, e.g.
+// "pool1.json: beanstalkd.reserve_timeout: expected an integer".
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Values given on the command line; a config value wins when non-empty.
+struct config_overrides {
+  std::string cbsdenv;
+  std::string broker;
+};
+
+config load_config(const std::string& path, const config_overrides& overrides = {});
+config parse_config(const std::string& json_text, const std::string& source,
+                    const config_overrides& overrides = {});
+
+// Throws config_error naming <cbsdenv>/nc.inventory when the workspace is not
+// an initialised CBSD workdir.
+void check_workspace(const config& cfg);
+
+} // namespace bs_router

@@ -1,0 +1,32 @@
+#pragma once
+// The look-ups that fill Guid, DskGuid and Vnc after a job's run. Pure: the
+// router runs the argv and hands the outcome back to printed_value().
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bs_router/job.hpp"
+
+namespace bs_router {
+
+enum class lookup_field { guid, dsk_guid, vnc_bind, vnc_port };
+
+struct lookup {
+  lookup_field field;
+  std::vector<std::string> args; // cbsd arguments after the executable: {"bget", "jname=J", ...}
+};
+
+// "jail" -> jget, "qemu" -> qget, "xen" -> xget, anything else -> bget.
+std::string get_command_for(const std::optional<std::string>& emulator);
+
+// Nothing without jname. With jname: guid and dsk_guid; for bstart also
+// vnc_bind and vnc_port.
+std::vector<lookup> lookups_for(const job_request& job);
+
+// A look-up prints a value when it exited 0 and its stdout, one trailing
+// newline trimmed, is exactly one non-empty line.
+std::optional<std::string> printed_value(int exit_status, std::string_view stdout_text);
+
+} // namespace bs_router

@@ -1,0 +1,41 @@
+#pragma once
+// The JSON reply put on <reply_tube_prefix><jobid>. Pure: no I/O.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace bs_router {
+
+// ErrCodes the router itself produces (cbsd's own exit statuses are 0..255).
+namespace router_errcode {
+inline constexpr int bad_input = 1000;     // the body was refused; nothing ran
+inline constexpr int start_failed = 1001;  // cbsd could not be started (exec failed)
+inline constexpr int timed_out = 1002;     // the run passed its timeout and was killed
+inline constexpr int interrupted = 1003;   // the router stopped during the run; outcome unknown
+inline constexpr int killed = 1004;        // cbsd ended by a signal
+} // namespace router_errcode
+
+struct reply {
+  std::uint64_t job_id = 0;
+  long long err_code = 0;
+  std::string message;        // cbsd's stdout (or the router's explanation)
+  int progress = 100;
+  std::string guid = "0";
+  std::string dsk_guid = "0";
+  std::string vnc;
+  std::string stderr_text;    // cbsd's stderr: field "Stderr", new
+  std::uint64_t message_bytes = 0; // full size of the output before any cut; 0 = message.size()
+  std::uint64_t stderr_bytes = 0;  // likewise for stderr
+  double duration_seconds = -1;    // "Duration", new; < 0 = omitted
+};
+
+// Encodes the reply as one JSON object of at most max_bytes bytes:
+// ErrCode, Message, Progress, Guid, DskGuid, Vnc, plus JobID, Stderr and, when
+// a text had to be cut to fit, "Truncated": true with MessageBytes and
+// StderrBytes giving the full sizes. Message keeps its beginning; invalid
+// UTF-8 is replaced by U+FFFD, and cuts fall on character boundaries.
+// max_bytes below 1024 is treated as 1024.
+std::string encode_reply(const reply& r, std::size_t max_bytes);
+
+} // namespace bs_router

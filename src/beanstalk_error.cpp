@@ -1,0 +1,1 @@
+#include "bs_router/beanstalk_error.hpp"

@@ -1,0 +1,1 @@
+#include "bs_router/router.hpp"

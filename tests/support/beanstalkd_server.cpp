@@ -1,0 +1,1 @@
+#include "support/beanstalkd_server.hpp"
