@@ -1,1 +1,185 @@
 #include "bs_router/beanstalk_connection.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+
+namespace bs_router::beanstalk {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using boost::system::error_code;
+
+connection::connection(asio::any_io_executor executor, std::size_t max_body)
+    : socket_(executor), deadline_timer_(executor), max_body_(max_body) {}
+
+connection::~connection() { close(); }
+
+void connection::close() noexcept {
+  error_code ignored;
+  if (socket_.is_open()) {
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+  deadline_timer_.cancel();
+  ++generation_;
+  input_.clear();
+}
+
+bool connection::is_open() const noexcept { return socket_.is_open(); }
+
+void connection::fail(error_code ec) {
+  // A deadline closes the socket, which surfaces as operation_aborted or
+  // bad_descriptor: report what really happened.
+  if (deadline_passed_) ec = make_error_code(errc::timed_out);
+  close();
+  throw boost::system::system_error(ec);
+}
+
+awaitable<void> connection::connect(std::string host, std::uint16_t port, duration deadline) {
+  close();
+  deadline_passed_ = false;
+  const std::uint64_t generation = ++generation_;
+  asio::ip::tcp::resolver resolver(socket_.get_executor());
+  deadline_timer_.expires_after(deadline);
+  deadline_timer_.async_wait([this, generation, &resolver](error_code ec) {
+    if (ec || generation != generation_) return;
+    deadline_passed_ = true;
+    resolver.cancel();
+    error_code ignored;
+    socket_.close(ignored);
+  });
+  error_code ec;
+  auto endpoints = co_await resolver.async_resolve(host, std::to_string(port),
+                                                   asio::redirect_error(use_awaitable, ec));
+  if (!ec) co_await asio::async_connect(socket_, endpoints, asio::redirect_error(use_awaitable, ec));
+  deadline_timer_.cancel();
+  ++generation_;
+  if (ec) fail(ec);
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  asio::socket_base::keep_alive keep_alive(true);
+  socket_.set_option(keep_alive, ec);
+}
+
+awaitable<response> connection::round_trip(std::string request, duration deadline) {
+  if (!socket_.is_open()) fail(asio::error::not_connected);
+  deadline_passed_ = false;
+  const std::uint64_t generation = ++generation_;
+  deadline_timer_.expires_after(deadline);
+  deadline_timer_.async_wait([this, generation](error_code ec) {
+    if (ec || generation != generation_) return;
+    deadline_passed_ = true;
+    error_code ignored;
+    socket_.close(ignored);
+  });
+
+  error_code ec;
+  co_await asio::async_write(socket_, asio::buffer(request), asio::redirect_error(use_awaitable, ec));
+  if (ec) fail(ec);
+
+  std::array<char, 16 * 1024> chunk;
+  for (;;) {
+    parse_result parsed = parse_response(input_, max_body_);
+    if (parsed.status == parse_status::complete) {
+      input_.erase(0, parsed.consumed);
+      deadline_timer_.cancel();
+      ++generation_;
+      co_return std::move(parsed.value);
+    }
+    if (parsed.status == parse_status::bad) fail(make_error_code(errc::bad_response));
+    std::size_t n = co_await socket_.async_read_some(asio::buffer(chunk),
+                                                     asio::redirect_error(use_awaitable, ec));
+    if (ec) fail(ec);
+    input_.append(chunk.data(), n);
+  }
+}
+
+void connection::expect(const response& r, std::initializer_list<response_kind> kinds) {
+  for (response_kind k : kinds)
+    if (r.kind == k) return;
+  error_code ec = to_error(r.kind);
+  if (!ec) ec = make_error_code(errc::unexpected_response);
+  // A server error word leaves the connection in step with the server; the
+  // caller decides whether to go on (JOB_TOO_BIG) or reconnect.
+  throw boost::system::system_error(ec);
+}
+
+awaitable<void> connection::use(std::string_view tube) {
+  response r = co_await round_trip(encode_use(tube), command_deadline_);
+  expect(r, {response_kind::using_tube});
+}
+
+awaitable<std::uint64_t> connection::put(std::uint32_t priority, std::uint32_t delay,
+                                         std::uint32_t ttr, std::string_view body) {
+  response r = co_await round_trip(encode_put(priority, delay, ttr, body), command_deadline_);
+  expect(r, {response_kind::inserted});
+  co_return r.value;
+}
+
+awaitable<std::uint64_t> connection::watch(std::string_view tube) {
+  response r = co_await round_trip(encode_watch(tube), command_deadline_);
+  expect(r, {response_kind::watching});
+  co_return r.value;
+}
+
+awaitable<std::uint64_t> connection::ignore(std::string_view tube) {
+  response r = co_await round_trip(encode_ignore(tube), command_deadline_);
+  expect(r, {response_kind::watching});
+  co_return r.value;
+}
+
+awaitable<std::optional<job>> connection::reserve_with_timeout(std::chrono::seconds timeout) {
+  const auto seconds = static_cast<std::uint32_t>(timeout.count() < 0 ? 0 : timeout.count());
+  response r = co_await round_trip(encode_reserve_with_timeout(seconds), timeout + command_deadline_);
+  expect(r, {response_kind::reserved, response_kind::timed_out, response_kind::deadline_soon});
+  if (r.kind != response_kind::reserved) co_return std::nullopt;
+  co_return job{r.value, std::move(r.body)};
+}
+
+awaitable<void> connection::bury(std::uint64_t id, std::uint32_t priority) {
+  response r = co_await round_trip(encode_bury(id, priority), command_deadline_);
+  expect(r, {response_kind::buried});
+}
+
+awaitable<void> connection::release(std::uint64_t id, std::uint32_t priority, std::uint32_t delay) {
+  response r = co_await round_trip(encode_release(id, priority, delay), command_deadline_);
+  expect(r, {response_kind::released, response_kind::buried});
+}
+
+awaitable<bool> connection::remove(std::uint64_t id) {
+  response r = co_await round_trip(encode_delete(id), command_deadline_);
+  expect(r, {response_kind::deleted, response_kind::not_found});
+  co_return r.kind == response_kind::deleted;
+}
+
+awaitable<bool> connection::touch(std::uint64_t id) {
+  response r = co_await round_trip(encode_touch(id), command_deadline_);
+  expect(r, {response_kind::touched, response_kind::not_found});
+  co_return r.kind == response_kind::touched;
+}
+
+awaitable<stats_map> connection::stats() {
+  response r = co_await round_trip(encode_stats(), command_deadline_);
+  expect(r, {response_kind::ok});
+  co_return parse_yaml_map(r.body);
+}
+
+awaitable<std::optional<stats_map>> connection::stats_job(std::uint64_t id) {
+  response r = co_await round_trip(encode_stats_job(id), command_deadline_);
+  expect(r, {response_kind::ok, response_kind::not_found});
+  if (r.kind == response_kind::not_found) co_return std::nullopt;
+  co_return parse_yaml_map(r.body);
+}
+
+awaitable<std::optional<job>> connection::peek(std::uint64_t id) {
+  response r = co_await round_trip(encode_peek(id), command_deadline_);
+  expect(r, {response_kind::found, response_kind::not_found});
+  if (r.kind == response_kind::not_found) co_return std::nullopt;
+  co_return job{r.value, std::move(r.body)};
+}
+
+} // namespace bs_router::beanstalk

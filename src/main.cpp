@@ -1,1 +1,85 @@
-int main() { return 0; }
+// bs_router: one per CBSD pool. main only wires the parts together.
+
+#include <utility> // before Asio: its awaitable.hpp needs std::exchange under g++ 12
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "bs_router/command_line.hpp"
+#include "bs_router/config.hpp"
+#include "bs_router/logging.hpp"
+#include "bs_router/router.hpp"
+
+namespace {
+constexpr int exit_config = 78; // EX_CONFIG of sysexits(3)
+constexpr int exit_failure = 1;
+} // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = bs_router::parse_router_command_line(argc, argv);
+  if (!parsed.options) {
+    (parsed.output_is_error ? std::cerr : std::cout) << parsed.output;
+    return parsed.exit_code;
+  }
+  const bs_router::router_options& options = *parsed.options;
+
+  bs_router::config cfg;
+  try {
+    cfg = bs_router::load_config(options.config_path, {options.cbsdenv, options.broker});
+    bs_router::check_workspace(cfg);
+  } catch (const bs_router::config_error& ex) {
+    std::cerr << "bs_router: " << ex.what() << "\n";
+    return exit_config;
+  }
+  for (const std::string& w : cfg.warnings) std::cerr << "bs_router: warning: " << w << "\n";
+  if (options.check_only) {
+    std::cout << options.config_path << ": ok\n";
+    return 0;
+  }
+
+  std::shared_ptr<spdlog::logger> log;
+  try {
+    log = bs_router::make_file_logger("bs_router", cfg.logfile);
+  } catch (const std::exception& ex) {
+    std::cerr << "bs_router: " << cfg.source << ": logfile: " << ex.what() << "\n";
+    return exit_config;
+  }
+  for (const std::string& w : cfg.warnings) log->warn("{}", w);
+
+  // Writes to a socket the broker closed must fail, not kill the daemon.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  boost::asio::io_context io(1);
+  try {
+    bs_router::router router(io, cfg, log);
+    boost::asio::signal_set stop_signals(io, SIGTERM, SIGINT);
+    boost::asio::signal_set hup(io, SIGHUP);
+    std::function<void(boost::system::error_code, int)> on_stop = [&](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      log->info("signal {}: draining", sig);
+      router.request_stop();
+      stop_signals.async_wait(on_stop);
+    };
+    std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
+      if (ec) return;
+      bs_router::reopen_log_files();
+      log->info("SIGHUP: log file reopened");
+      hup.async_wait(on_hup);
+    };
+    stop_signals.async_wait(on_stop);
+    hup.async_wait(on_hup);
+
+    log->info("bs_router {} starting for pool {} (config {})", BS_ROUTER_VERSION, cfg.cbsdenv, cfg.source);
+    router.start([&] { io.stop(); });
+    io.run();
+  } catch (const std::exception& ex) {
+    log->critical("{}", ex.what());
+    std::cerr << "bs_router: " << ex.what() << "\n";
+    return exit_failure;
+  }
+  log->info("exiting");
+  return 0;
+}

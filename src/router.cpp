@@ -1,1 +1,564 @@
 #include "bs_router/router.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <unistd.h>
+
+#include "bs_router/lookup.hpp"
+#include "bs_router/reply.hpp"
+
+namespace bs_router {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using namespace std::chrono_literals;
+
+// A look-up prints one short value; more than this is not a value anyway.
+constexpr std::size_t lookup_capture_limit = 4096;
+constexpr auto lookup_timeout = 60s;
+constexpr auto prune_interval = 10min;
+// The broker's clock counts a job's age in whole seconds.
+constexpr std::int64_t age_slack_seconds = 2;
+
+struct router::job_state {
+  journal_entry entry;
+  std::optional<job_request> request;
+  std::string jname; // empty: no jname, runs without waiting for another job
+};
+
+namespace {
+
+std::int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string describe_job(std::uint64_t id, const std::optional<job_request>& req) {
+  std::string s = "job " + std::to_string(id);
+  if (req) {
+    s += " " + req->command;
+    if (req->jname) s += " jname=" + *req->jname;
+  }
+  return s;
+}
+
+} // namespace
+
+std::vector<std::string> cbsd_environment(const config& cfg) {
+  std::vector<std::string> env = {
+      "PATH=/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin",
+      "workdir=" + cfg.cbsdenv,
+      "cbsd_workdir=" + cfg.cbsdenv,
+      "NOINTER=1",
+  };
+  if (!cfg.cbsdcolor) env.push_back("NOCOLOR=1");
+  return env;
+}
+
+router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger> log)
+    : io_(io),
+      cfg_(std::move(cfg)),
+      log_(std::move(log)),
+      files_(cfg_.beanstalkd.logdir, cfg_.joblog_max_age_days, cfg_.joblog_max_files),
+      journal_(cfg_.statedir),
+      runner_(io),
+      worker_(io.get_executor()),
+      publisher_(io.get_executor()),
+      capacity_changed_(io.get_executor()),
+      outbox_changed_(io.get_executor()),
+      worker_sleep_(io),
+      publisher_sleep_(io),
+      shutdown_timer_(io),
+      prune_timer_(io) {
+  limits_.max_body_bytes = cfg_.max_body_bytes;
+}
+
+router::~router() = default;
+
+void router::start(std::function<void()> on_done) {
+  on_done_ = std::move(on_done);
+  recover();
+  auto report = [this](const char* what) {
+    return [this, what](std::exception_ptr ep) {
+      if (!ep) return;
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& ex) {
+        log_->critical("{} stopped: {}", what, ex.what());
+      }
+      // A loop that died cannot serve: stop rather than hang half-alive.
+      request_stop();
+    };
+  };
+  asio::co_spawn(io_, worker_loop(), report("worker"));
+  asio::co_spawn(io_, publisher_loop(), report("publisher"));
+  asio::co_spawn(
+      io_,
+      [this]() -> awaitable<void> {
+        while (!stopping_) {
+          try {
+            if (std::size_t n = files_.prune()) log_->info("removed the files of {} old jobs from {}", n, files_.dir());
+          } catch (const std::exception& ex) {
+            log_->warn("pruning {}: {}", files_.dir(), ex.what());
+          }
+          co_await sleep_on(prune_timer_, prune_interval);
+        }
+      },
+      asio::detached);
+}
+
+// Jobs of an earlier life of the router: a run that was going on when it died
+// has an unknown outcome; a job that had not started runs now; a recorded
+// reply is put.
+void router::recover() {
+  std::vector<std::string> problems;
+  std::vector<journal_entry> entries = journal_.load(&problems);
+  for (const std::string& p : problems) log_->error("journal: {}", p);
+  for (journal_entry& entry : entries) {
+    auto job = std::make_shared<job_state>();
+    job->entry = std::move(entry);
+    decode_result decoded = decode_job(job->entry.body, limits_);
+    job->request = decoded.job;
+    if (job->request && job->request->jname) job->jname = *job->request->jname;
+    in_flight_[job->entry.job_id] = job;
+    switch (job->entry.state) {
+      case journal_state::running: {
+        log_->warn("{}: was running when the router stopped; its outcome is unknown",
+                   describe_job(job->entry.job_id, job->request));
+        reply r;
+        r.job_id = job->entry.job_id;
+        r.err_code = router_errcode::interrupted;
+        r.message = "bs_router: the router stopped while this job ran; its outcome is unknown";
+        answer(job, std::move(r));
+        break;
+      }
+      case journal_state::accepted:
+        log_->info("{}: taken before a restart and not started; it runs now",
+                   describe_job(job->entry.job_id, job->request));
+        schedule(job);
+        break;
+      case journal_state::finished:
+        outbox_.push_back(job);
+        break;
+    }
+  }
+  if (!entries.empty()) log_->info("journal: {} jobs recovered from {}", entries.size(), journal_.dir());
+  start_ready_jobs();
+}
+
+awaitable<void> router::connect(beanstalk::connection& conn) {
+  conn.set_command_deadline(std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout) + 5s);
+  co_await conn.connect(cfg_.beanstalkd.host, cfg_.beanstalkd.port, 10s);
+  beanstalk::stats_map stats = co_await conn.stats();
+  if (auto it = stats.find("max-job-size"); it != stats.end()) {
+    try {
+      max_job_size_ = std::stoull(it->second);
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+bool router::can_take_more() const {
+  return !stopping_ && running_ + ready_.size() < static_cast<std::size_t>(cfg_.max_jobs) &&
+         waiting_for_jname() < static_cast<std::size_t>(cfg_.max_waiting) + 1;
+}
+
+std::size_t router::waiting_for_jname() const {
+  std::size_t n = 0;
+  for (const auto& [jname, queue] : busy_jnames_) n += queue.size();
+  return n;
+}
+
+awaitable<void> router::worker_loop() {
+  int failures = 0;
+  while (!stopping_) {
+    bool failed = false;
+    try {
+      co_await connect(worker_);
+      co_await worker_.watch(cfg_.beanstalkd.tube);
+      co_await worker_.ignore("default");
+      log_->info("connected to {}; watching tube {}", cfg_.beanstalkd.uri, cfg_.beanstalkd.tube);
+      failures = 0;
+      while (!stopping_) {
+        if (!can_take_more()) {
+          co_await capacity_changed_.wait();
+          continue;
+        }
+        std::optional<beanstalk::job> job =
+            co_await worker_.reserve_with_timeout(std::chrono::seconds(cfg_.beanstalkd.reserve_timeout));
+        if (job) co_await accept(std::move(*job));
+      }
+    } catch (const boost::system::system_error& ex) {
+      worker_.close();
+      if (stopping_) break;
+      ++failures;
+      log_->warn("broker {}: {}; reconnecting in {} s (attempt {})", cfg_.beanstalkd.uri,
+                 ex.code().message(), cfg_.beanstalkd.reconnect_timeout, failures);
+      failed = true;
+    }
+    if (failed) co_await sleep_on(worker_sleep_, std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout));
+  }
+  worker_.close();
+  worker_stopped_ = true;
+  check_done();
+}
+
+awaitable<void> router::accept(beanstalk::job reserved) {
+  const std::uint64_t id = reserved.id;
+  const std::int64_t now = unix_now();
+
+  if (auto old = in_flight_.find(id); old != in_flight_.end()) {
+    // Either the same job back again (an operator kicked it) or a broker
+    // that restarted without its binlog and reuses ids. The job's age tells.
+    std::optional<beanstalk::stats_map> stats = co_await worker_.stats_job(id);
+    std::int64_t age = 0;
+    if (stats && stats->count("age")) age = std::stoll(stats->at("age"));
+    if (now - age <= old->second->entry.reserved_at + age_slack_seconds) {
+      log_->warn("job {} came back while the router holds it; buried again, not run twice", id);
+      co_await worker_.bury(id, 0);
+      co_return;
+    }
+    if (old->second->entry.state != journal_state::finished) {
+      // The earlier job with this id is still being served: take the new one
+      // once that is done.
+      log_->warn("job id {} reused by the broker while the earlier job runs; released for later", id);
+      co_await worker_.release(id, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.reconnect_timeout));
+      co_return;
+    }
+    log_->warn("job id {} reused by the broker: the earlier job is gone, its reply is dropped", id);
+    forget(old->second);
+  }
+
+  auto job = std::make_shared<job_state>();
+  job->entry.job_id = id;
+  job->entry.body = std::move(reserved.body);
+  job->entry.reserved_at = now;
+  decode_result decoded = decode_job(job->entry.body, limits_);
+  job->request = std::move(decoded.job);
+  in_flight_[id] = job;
+
+  if (!job->request) {
+    log_->warn("job {}: refused: {}", id, decoded.error);
+    reply r;
+    r.job_id = id;
+    r.err_code = router_errcode::bad_input;
+    r.message = "bs_router: bad job: " + decoded.error;
+    job->entry.state = journal_state::finished;
+    job->entry.result = r;
+  } else {
+    if (job->request->jname) job->jname = *job->request->jname;
+    // A job that can start at once is recorded as running straight away: one
+    // journal write fewer on the common path.
+    const bool starts_now = (job->jname.empty() || !busy_jnames_.count(job->jname)) &&
+                            running_ < cfg_.max_jobs && ready_.empty();
+    job->entry.state = starts_now ? journal_state::running : journal_state::accepted;
+  }
+
+  try {
+    save(job);
+    co_await worker_.bury(id, 0);
+  } catch (...) {
+    // Not buried: the broker gives the job back when this connection closes,
+    // and nothing ran. Undo, then fail the connection.
+    in_flight_.erase(id);
+    journal_.remove(id);
+    throw;
+  }
+
+  if (job->entry.state == journal_state::finished) {
+    outbox_.push_back(job);
+    outbox_changed_.notify();
+  } else {
+    schedule(job);
+    start_ready_jobs();
+  }
+}
+
+void router::save(const job_ptr& job) { journal_.save(job->entry); }
+
+void router::schedule(const job_ptr& job) {
+  if (!job->jname.empty()) {
+    auto busy = busy_jnames_.find(job->jname);
+    if (busy != busy_jnames_.end()) {
+      busy->second.push_back(job); // in the order the jobs were put
+      return;
+    }
+    busy_jnames_[job->jname]; // from now on, this jname is busy
+  }
+  ready_.push_back(job);
+}
+
+void router::start_ready_jobs() {
+  while (!stopping_ && !ready_.empty() && running_ < cfg_.max_jobs) {
+    job_ptr job = ready_.front();
+    ready_.pop_front();
+    ++running_;
+    asio::co_spawn(io_, execute(job), [this, job](std::exception_ptr ep) {
+      if (!ep) return;
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& ex) {
+        log_->error("{}: {}", describe_job(job->entry.job_id, job->request), ex.what());
+      }
+    });
+  }
+}
+
+awaitable<std::optional<std::string>> router::look_up(const std::vector<std::string>& args, int stderr_fd) {
+  process_spec spec;
+  spec.argv.push_back(cfg_.cbsd_path);
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.env = cbsd_environment(cfg_);
+  spec.cwd = cfg_.cbsdenv;
+  spec.stderr_fd = stderr_fd;
+  spec.capture_limit = lookup_capture_limit;
+  spec.timeout = lookup_timeout;
+  spec.kill_grace = std::chrono::seconds(cfg_.kill_grace);
+  process_result result = co_await runner_.run(std::move(spec));
+  if (result.start_failed || result.timed_out || result.stdout_truncated) co_return std::nullopt;
+  co_return printed_value(result.exit_code, result.captured_stdout);
+}
+
+namespace {
+// Closes a file descriptor when the run is over, however it ends.
+struct fd_closer {
+  int fd = -1;
+  ~fd_closer() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+} // namespace
+
+awaitable<void> router::execute(job_ptr job) {
+  const std::uint64_t id = job->entry.job_id;
+  const std::string what = describe_job(id, job->request);
+  reply r;
+  r.job_id = id;
+  try {
+    r = co_await run_cbsd(job);
+  } catch (const std::exception& ex) {
+    // The router could not run the job (disk full, out of fds): say so
+    // rather than leave the controller waiting.
+    log_->error("{}: {}", what, ex.what());
+    r.err_code = router_errcode::start_failed;
+    r.message = std::string("bs_router: the job could not be run: ") + ex.what();
+  }
+  log_->info("{}: finished, ErrCode {}, {:.3f} s", what, r.err_code, std::max(0.0, r.duration_seconds));
+  finish_run(job);
+  answer(job, std::move(r));
+}
+
+awaitable<reply> router::run_cbsd(const job_ptr& job) {
+  const std::uint64_t id = job->entry.job_id;
+  const job_request& request = *job->request;
+  if (job->entry.state != journal_state::running) {
+    job->entry.state = journal_state::running;
+    save(job);
+  }
+
+  std::vector<std::string> argv = request.argv(cfg_.cbsd_path);
+  files_.write_command(id, argv);
+  fd_closer out{files_.open_out(id)};
+  fd_closer err{files_.open_err(id)};
+
+  double timeout = cfg_.job_timeout;
+  if (request.timeout_seconds && *request.timeout_seconds > 0) timeout = *request.timeout_seconds;
+
+  process_spec spec;
+  spec.argv = std::move(argv);
+  spec.env = cbsd_environment(cfg_);
+  spec.cwd = cfg_.cbsdenv;
+  spec.stdout_fd = out.fd;
+  spec.stderr_fd = err.fd;
+  spec.timeout = std::chrono::milliseconds(static_cast<long long>(timeout * 1000));
+  spec.kill_grace = std::chrono::seconds(cfg_.kill_grace);
+
+  log_->info("{}: started", describe_job(id, job->request));
+  process_result result = co_await runner_.run(std::move(spec));
+
+  reply r;
+  r.job_id = id;
+  std::string note;
+  if (result.start_failed) {
+    r.err_code = router_errcode::start_failed;
+    note = "bs_router: cbsd could not be started: " + result.start_error + "\n";
+  } else if (result.timed_out) {
+    r.err_code = router_errcode::timed_out;
+    note = "bs_router: timed out after " + std::to_string(static_cast<long long>(timeout)) +
+           " s; cbsd was killed\n";
+  } else if (result.term_signal != 0) {
+    r.err_code = router_errcode::killed;
+    note = "bs_router: cbsd was killed by signal " + std::to_string(result.term_signal) + "\n";
+  } else {
+    r.err_code = result.exit_code;
+  }
+
+  if (!result.start_failed) {
+    std::optional<std::string> guid, dsk_guid, vnc_bind, vnc_port;
+    for (const lookup& l : lookups_for(request)) {
+      std::optional<std::string> value = co_await look_up(l.args, err.fd);
+      switch (l.field) {
+        case lookup_field::guid: guid = value; break;
+        case lookup_field::dsk_guid: dsk_guid = value; break;
+        case lookup_field::vnc_bind: vnc_bind = value; break;
+        case lookup_field::vnc_port: vnc_port = value; break;
+      }
+    }
+    if (guid) r.guid = *guid;
+    if (dsk_guid) r.dsk_guid = *dsk_guid;
+    if (vnc_bind && vnc_port) r.vnc = *vnc_bind + ":" + *vnc_port;
+  }
+
+  // Read no more than a reply can carry; the files keep everything.
+  std::uint64_t out_total = 0, err_total = 0;
+  r.message = note + job_files::read_head(files_.out_path(id), max_job_size_, &out_total);
+  r.message_bytes = note.size() + out_total;
+  r.stderr_text = job_files::read_head(files_.err_path(id), max_job_size_, &err_total);
+  r.stderr_bytes = err_total;
+  r.duration_seconds = std::chrono::duration<double>(result.elapsed).count();
+  co_return r;
+}
+
+void router::finish_run(const job_ptr& job) {
+  --running_;
+  if (!job->jname.empty()) {
+    auto busy = busy_jnames_.find(job->jname);
+    if (busy != busy_jnames_.end()) {
+      if (busy->second.empty()) {
+        busy_jnames_.erase(busy);
+      } else {
+        ready_.push_back(busy->second.front());
+        busy->second.pop_front();
+      }
+    }
+  }
+  start_ready_jobs();
+  capacity_changed_.notify();
+}
+
+void router::answer(const job_ptr& job, reply r) {
+  job->entry.state = journal_state::finished;
+  job->entry.result = std::move(r);
+  try {
+    save(job);
+  } catch (const std::exception& ex) {
+    // The reply still goes out from memory; only a crash before that loses it.
+    log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+  }
+  outbox_.push_back(job);
+  outbox_changed_.notify();
+}
+
+void router::forget(const job_ptr& job) {
+  journal_.remove(job->entry.job_id);
+  auto it = in_flight_.find(job->entry.job_id);
+  if (it != in_flight_.end() && it->second == job) in_flight_.erase(it);
+}
+
+// Puts one reply. Returns false when the job was not answered here because it
+// is gone from the broker. Throws on connection failures.
+awaitable<bool> router::publish(const job_ptr& job) {
+  const std::uint64_t id = job->entry.job_id;
+  // The reply goes out only while the job it answers is still in the broker:
+  // after a broker restart without binlog the id may name somebody else's job.
+  std::optional<beanstalk::stats_map> stats = co_await publisher_.stats_job(id);
+  std::int64_t age = 0;
+  if (stats && stats->count("age")) age = std::stoll(stats->at("age"));
+  if (!stats || unix_now() - age > job->entry.reserved_at + age_slack_seconds) {
+    log_->warn("job {} is no longer in the broker; its reply is dropped (output kept in {})", id, files_.dir());
+    co_return false;
+  }
+  co_await publisher_.use(cfg_.beanstalkd.reply_tube_prefix + std::to_string(id));
+  std::size_t budget = max_job_size_;
+  for (;;) {
+    try {
+      co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
+                              encode_reply(*job->entry.result, budget));
+      break;
+    } catch (const boost::system::system_error& ex) {
+      // The broker's limit may be lower than it said (or changed): shrink.
+      if (ex.code() != beanstalk::errc::job_too_big || budget <= 1024) throw;
+      budget /= 2;
+    }
+  }
+  co_await publisher_.remove(id);
+  co_return true;
+}
+
+awaitable<void> router::publisher_loop() {
+  for (;;) {
+    if (outbox_.empty()) {
+      if (stopping_ && running_ == 0) break;
+      co_await outbox_changed_.wait();
+      continue;
+    }
+    job_ptr job = outbox_.front();
+    auto current = in_flight_.find(job->entry.job_id);
+    if (current == in_flight_.end() || current->second != job) {
+      outbox_.pop_front(); // replaced by a newer job with the same id
+      continue;
+    }
+    bool failed = false;
+    try {
+      if (!publisher_.is_open()) co_await connect(publisher_);
+      co_await publish(job);
+      if (publisher_failing_) {
+        log_->info("broker {} reachable again; putting {} waiting replies", cfg_.beanstalkd.uri, outbox_.size());
+        publisher_failing_ = false;
+      }
+      forget(job);
+      if (!outbox_.empty() && outbox_.front() == job) outbox_.pop_front();
+    } catch (const boost::system::system_error& ex) {
+      publisher_.close();
+      if (!publisher_failing_) {
+        // Once, not per attempt: the worker already logs each reconnect.
+        log_->warn("cannot put the reply of job {}: {}; {} replies wait in the journal until the broker is back",
+                   job->entry.job_id, ex.code().message(), outbox_.size());
+        publisher_failing_ = true;
+      }
+      failed = true;
+    }
+    if (failed) co_await sleep_on(publisher_sleep_, std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout));
+  }
+  publisher_.close();
+  check_done();
+}
+
+void router::request_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  log_->info("stopping: no more jobs taken; {} running, {} replies to put", running_, outbox_.size());
+  worker_.close();
+  worker_sleep_.cancel();
+  prune_timer_.cancel();
+  capacity_changed_.notify();
+  outbox_changed_.notify();
+  shutdown_timer_.expires_after(std::chrono::seconds(cfg_.shutdown_timeout));
+  shutdown_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || done_) return;
+    log_->warn("shutdown_timeout passed: {} jobs still running and {} replies unsent stay in the journal",
+               running_, outbox_.size());
+    runner_.terminate_all();
+    done_ = true;
+    if (on_done_) on_done_();
+  });
+  check_done();
+}
+
+void router::check_done() {
+  if (done_ || !stopping_ || !worker_stopped_ || running_ != 0 || !outbox_.empty()) return;
+  done_ = true;
+  shutdown_timer_.cancel();
+  publisher_sleep_.cancel();
+  log_->info("stopped");
+  if (on_done_) on_done_();
+}
+
+} // namespace bs_router
