@@ -1,1 +1,301 @@
 #include "bs_router/job_files.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <map>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace bs_router {
+
+namespace {
+
+// Job output and command lines may carry secrets (passwords in arguments):
+// readable by the owner's group at most.
+constexpr mode_t job_file_mode = 0640;
+constexpr mode_t job_dir_mode = 0750;
+
+constexpr std::string_view job_file_suffixes[] = {".cmd", ".out", ".err"};
+
+[[noreturn]] void throw_errno(int error, const std::string& what) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+// mkdir -p: creates each missing component; existing ones are left as they are.
+void make_directories(const std::string& path) {
+  std::string::size_type next = 0;
+  while (next != std::string::npos) {
+    next = path.find('/', next + 1);
+    std::string prefix = path.substr(0, next);
+    if (prefix.empty() || prefix == "/") continue;
+    if (::mkdir(prefix.c_str(), job_dir_mode) == 0) continue;
+    int error = errno;
+    struct stat status {};
+    if (error == EEXIST && ::stat(prefix.c_str(), &status) == 0 && S_ISDIR(status.st_mode)) continue;
+    throw_errno(error == EEXIST ? ENOTDIR : error, "cannot create directory " + prefix);
+  }
+}
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// "<digits>.cmd", "<digits>.out" or "<digits>.err": the only names prune may
+// remove. Returns the digits, or an empty view for any other name.
+std::string_view job_id_of_file_name(std::string_view name) {
+  for (std::string_view suffix : job_file_suffixes) {
+    if (name.size() <= suffix.size() || name.substr(name.size() - suffix.size()) != suffix) continue;
+    std::string_view digits = name.substr(0, name.size() - suffix.size());
+    if (std::all_of(digits.begin(), digits.end(), is_digit)) return digits;
+  }
+  return {};
+}
+
+// Job ids as numbers, for ordering; names too long for 64 bits sort last.
+bool job_id_less(const std::string& a, const std::string& b) {
+  auto without_leading_zeros = [](const std::string& s) {
+    auto first = s.find_first_not_of('0');
+    return first == std::string::npos ? std::string_view() : std::string_view(s).substr(first);
+  };
+  std::string_view x = without_leading_zeros(a);
+  std::string_view y = without_leading_zeros(b);
+  if (x.size() != y.size()) return x.size() < y.size();
+  return x < y;
+}
+
+std::chrono::system_clock::time_point modification_time(const struct stat& status) {
+  using namespace std::chrono;
+  return system_clock::time_point(
+      duration_cast<system_clock::duration>(seconds(status.st_mtim.tv_sec) + nanoseconds(status.st_mtim.tv_nsec)));
+}
+
+void write_all(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    ssize_t written = ::write(fd, data.data(), data.size());
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, "cannot write " + path);
+    }
+    data.remove_prefix(static_cast<std::size_t>(written));
+  }
+}
+
+// One argv element as one line of a .cmd file: every byte outside printable
+// ASCII is escaped, so a value with a newline cannot pass for two elements
+// and the file shows the bytes cbsd received.
+std::string escaped_line(const std::string& element) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string line;
+  for (unsigned char c : element) {
+    switch (c) {
+      case '\\': line += "\\\\"; break;
+      case '\n': line += "\\n"; break;
+      case '\t': line += "\\t"; break;
+      case '\r': line += "\\r"; break;
+      default:
+        if (c >= 0x20 && c < 0x7f) {
+          line += static_cast<char>(c);
+        } else {
+          line += "\\x";
+          line += hex[c >> 4];
+          line += hex[c & 0xf];
+        }
+    }
+  }
+  line += '\n';
+  return line;
+}
+
+int open_for_child(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, job_file_mode);
+  if (fd < 0) throw_errno(errno, "cannot open " + path);
+  return fd;
+}
+
+} // namespace
+
+job_files::job_files(std::string logdir, int max_age_days, int max_files)
+    : logdir_(std::move(logdir)), max_age_days_(max_age_days), max_files_(max_files) {
+  if (logdir_.empty()) throw std::invalid_argument("job_files: empty logdir");
+  if (max_age_days_ < 0 || max_files_ < 0) throw std::invalid_argument("job_files: negative limit");
+  while (logdir_.size() > 1 && logdir_.back() == '/') logdir_.pop_back();
+  make_directories(logdir_);
+}
+
+std::string job_files::cmd_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".cmd"; }
+std::string job_files::out_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".out"; }
+std::string job_files::err_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".err"; }
+
+void job_files::write_command(std::uint64_t job_id, const std::vector<std::string>& argv) const {
+  std::string text;
+  for (const std::string& element : argv) text += escaped_line(element);
+
+  // Written beside the final name and renamed over it, so a reader never sees
+  // half a command. The temporary name is not <digits>.cmd, so prune never
+  // takes it for a job's file. O_EXCL with a per-process counter instead of
+  // mkstemp, whose descriptor would lack O_CLOEXEC and could leak into a
+  // child started by another thread meanwhile.
+  static std::atomic<unsigned long> counter{0};
+  std::string final_path = cmd_path(job_id);
+  std::string temporary_path;
+  int fd = -1;
+  for (int attempt = 0; fd < 0; ++attempt) {
+    temporary_path = final_path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    fd = ::open(temporary_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, job_file_mode);
+    if (fd < 0 && (errno != EEXIST || attempt >= 100)) throw_errno(errno, "cannot create " + temporary_path);
+  }
+  try {
+    write_all(fd, text, temporary_path);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(temporary_path.c_str());
+    throw;
+  }
+  if (::close(fd) != 0) {
+    int error = errno;
+    ::unlink(temporary_path.c_str());
+    throw_errno(error, "cannot write " + temporary_path);
+  }
+  if (::rename(temporary_path.c_str(), final_path.c_str()) != 0) {
+    int error = errno;
+    ::unlink(temporary_path.c_str());
+    throw_errno(error, "cannot rename " + temporary_path + " to " + final_path);
+  }
+}
+
+int job_files::open_out(std::uint64_t job_id) const { return open_for_child(out_path(job_id)); }
+int job_files::open_err(std::uint64_t job_id) const { return open_for_child(err_path(job_id)); }
+
+std::string job_files::read_head(const std::string& path, std::size_t max_bytes, std::uint64_t* total) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno(errno, "cannot open " + path);
+  std::string head;
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) {
+    int error = errno;
+    ::close(fd);
+    throw_errno(error, "cannot stat " + path);
+  }
+  // Read in chunks rather than sized up front: max_bytes may be a generous
+  // bound far above the file's size.
+  head.reserve(std::min<std::uint64_t>(max_bytes, static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0))));
+  char chunk[65536];
+  while (head.size() < max_bytes) {
+    ssize_t n = ::read(fd, chunk, std::min(sizeof chunk, max_bytes - head.size()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int error = errno;
+      ::close(fd);
+      throw_errno(error, "cannot read " + path);
+    }
+    if (n == 0) break;
+    head.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  // A file still being written may have grown since fstat.
+  if (total) *total = std::max<std::uint64_t>(static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0)), head.size());
+  return head;
+}
+
+std::size_t job_files::prune(std::chrono::system_clock::time_point now) const {
+  struct job_on_disk {
+    std::vector<std::string> files;
+    std::chrono::system_clock::time_point newest{};
+  };
+  std::map<std::string, job_on_disk> jobs; // by the id as written in the names
+
+  DIR* dir = ::opendir(logdir_.c_str());
+  if (!dir) throw_errno(errno, "cannot list " + logdir_);
+  while (const dirent* entry = ::readdir(dir)) {
+    std::string_view name = entry->d_name;
+    std::string_view id = job_id_of_file_name(name);
+    if (id.empty()) continue;
+    std::string path = logdir_ + "/" + std::string(name);
+    struct stat status {};
+    // Only regular files: a directory or link that happens to match the
+    // pattern is not ours.
+    if (::lstat(path.c_str(), &status) != 0 || !S_ISREG(status.st_mode)) continue;
+    job_on_disk& job = jobs[std::string(id)];
+    job.files.push_back(std::move(path));
+    job.newest = std::max(job.newest, modification_time(status));
+  }
+  ::closedir(dir);
+
+  std::size_t removed = 0;
+  auto remove_job = [&removed](const job_on_disk& job) {
+    bool any = false;
+    for (const std::string& file : job.files) any = (::unlink(file.c_str()) == 0) || any;
+    if (any) ++removed;
+  };
+
+  std::vector<std::pair<std::string, const job_on_disk*>> kept;
+  const auto max_age = std::chrono::hours(24) * max_age_days_;
+  for (const auto& [id, job] : jobs) {
+    if (max_age_days_ > 0 && job.newest < now - max_age)
+      remove_job(job);
+    else
+      kept.emplace_back(id, &job);
+  }
+
+  if (max_files_ > 0 && kept.size() > static_cast<std::size_t>(max_files_)) {
+    // Oldest first; jobs touched in the same instant go by id.
+    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
+      if (a.second->newest != b.second->newest) return a.second->newest < b.second->newest;
+      return job_id_less(a.first, b.first);
+    });
+    std::size_t excess = kept.size() - static_cast<std::size_t>(max_files_);
+    for (std::size_t i = 0; i < excess; ++i) remove_job(*kept[i].second);
+  }
+  return removed;
+}
+
+std::string describe_argv(const std::vector<std::string>& argv) {
+  static constexpr char hex[] = "0123456789abcdef";
+  auto is_plain = [](unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("_@%+=:,./-").find(static_cast<char>(c)) != std::string_view::npos;
+  };
+  auto is_printable = [](unsigned char c) { return c >= 0x20 && c < 0x7f; };
+
+  std::string line;
+  for (const std::string& element : argv) {
+    if (!line.empty()) line += ' ';
+    if (!element.empty() && std::all_of(element.begin(), element.end(), is_plain)) {
+      line += element;
+    } else if (std::all_of(element.begin(), element.end(), is_printable)) {
+      // '...' with each ' written as '\'' as sh reads it.
+      line += '\'';
+      for (char c : element) line += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+      line += '\'';
+    } else {
+      // $'...' (ANSI-C quoting) keeps control bytes visible on one line.
+      line += "$'";
+      for (unsigned char c : element) {
+        switch (c) {
+          case '\\': line += "\\\\"; break;
+          case '\'': line += "\\'"; break;
+          case '\n': line += "\\n"; break;
+          case '\t': line += "\\t"; break;
+          case '\r': line += "\\r"; break;
+          default:
+            if (is_printable(c)) {
+              line += static_cast<char>(c);
+            } else {
+              line += "\\x";
+              line += hex[c >> 4];
+              line += hex[c & 0xf];
+            }
+        }
+      }
+      line += '\'';
+    }
+  }
+  return line;
+}
+
+} // namespace bs_router

@@ -1,1 +1,355 @@
+#include "bs_router/job_files.hpp"
+
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+using bs_router::describe_argv;
+using bs_router::job_files;
+using std::chrono::system_clock;
+
+class temporary_directory {
+ public:
+  temporary_directory() {
+    std::string pattern = ::testing::TempDir() + "job_files_test.XXXXXX";
+    char* made = ::mkdtemp(pattern.data());
+    if (!made) throw std::runtime_error("mkdtemp failed");
+    path_ = made;
+  }
+  ~temporary_directory() { std::system(("rm -rf '" + path_ + "'").c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
+
+bool exists(const std::string& path) {
+  struct stat status {};
+  return ::lstat(path.c_str(), &status) == 0;
+}
+
+std::set<std::string> names_in(const std::string& dir) {
+  std::set<std::string> names;
+  DIR* d = ::opendir(dir.c_str());
+  while (const dirent* entry = ::readdir(d)) {
+    std::string name = entry->d_name;
+    if (name != "." && name != "..") names.insert(name);
+  }
+  ::closedir(d);
+  return names;
+}
+
+// Sets a file's modification time, as if it had last been written at `when`.
+void set_mtime(const std::string& path, system_clock::time_point when) {
+  auto since_epoch = when.time_since_epoch();
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  auto nanoseconds = std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds);
+  struct timespec times[2];
+  times[0].tv_sec = seconds.count();
+  times[0].tv_nsec = nanoseconds.count();
+  times[1] = times[0];
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW), 0) << path;
+}
+
+// All three files of a job, last written `age` before `now`.
+void make_job(const job_files& files, std::uint64_t id, system_clock::time_point now, system_clock::duration age) {
+  for (const std::string& path : {files.cmd_path(id), files.out_path(id), files.err_path(id)}) {
+    write_file(path, "x");
+    set_mtime(path, now - age);
+  }
+}
+
+constexpr auto day = std::chrono::hours(24);
+
+TEST(JobFiles, PathsAreNamedByJobId) {
+  temporary_directory dir;
+  job_files files(dir.path(), 30, 100);
+  EXPECT_EQ(files.dir(), dir.path());
+  EXPECT_EQ(files.cmd_path(42), dir.path() + "/42.cmd");
+  EXPECT_EQ(files.out_path(42), dir.path() + "/42.out");
+  EXPECT_EQ(files.err_path(18446744073709551615ull), dir.path() + "/18446744073709551615.err");
+}
+
+TEST(JobFiles, TrailingSlashOfLogdirIsDropped) {
+  temporary_directory dir;
+  job_files files(dir.path() + "/", 0, 0);
+  EXPECT_EQ(files.cmd_path(1), dir.path() + "/1.cmd");
+}
+
+TEST(JobFiles, CreatesLogdirAndParents) {
+  temporary_directory dir;
+  std::string logdir = dir.path() + "/var/log/cbsdmq";
+  job_files files(logdir, 0, 0);
+  struct stat status {};
+  ASSERT_EQ(::stat(logdir.c_str(), &status), 0);
+  EXPECT_TRUE(S_ISDIR(status.st_mode));
+  job_files again(logdir, 0, 0);  // an existing directory is fine
+}
+
+TEST(JobFiles, LogdirThatIsAFileIsAnError) {
+  temporary_directory dir;
+  std::string file = dir.path() + "/file";
+  write_file(file, "");
+  EXPECT_THROW(job_files(file, 0, 0), std::system_error);
+  EXPECT_THROW(job_files(file + "/below", 0, 0), std::system_error);
+}
+
+TEST(JobFiles, NegativeLimitsAreRefused) {
+  temporary_directory dir;
+  EXPECT_THROW(job_files(dir.path(), -1, 0), std::invalid_argument);
+  EXPECT_THROW(job_files(dir.path(), 0, -1), std::invalid_argument);
+}
+
+TEST(JobFiles, WriteCommandOneElementPerLine) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 0);
+  files.write_command(7, {"/usr/local/bin/cbsd", "jcreate", "jname=jail1", "astart=1"});
+  EXPECT_EQ(read_file(files.cmd_path(7)), "/usr/local/bin/cbsd\njcreate\njname=jail1\nastart=1\n");
+}
+
+TEST(JobFiles, WriteCommandEscapesNewlineAndKeepsQuotes) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 0);
+  files.write_command(8, {"cbsd", "jcreate", "jname=\"; reboot; \"", "comment=it's", "x=a\nb", "t=\t",
+                          "back=c:\\dir", "cr=\r", "bell=\a\x7f", "utf8=\xd0\x9f", "nul=" + std::string(1, '\0'), ""});
+  EXPECT_EQ(read_file(files.cmd_path(8)),
+            "cbsd\n"
+            "jcreate\n"
+            "jname=\"; reboot; \"\n"
+            "comment=it's\n"
+            "x=a\\nb\n"
+            "t=\\t\n"
+            "back=c:\\\\dir\n"
+            "cr=\\r\n"
+            "bell=\\x07\\x7f\n"
+            "utf8=\\xd0\\x9f\n"
+            "nul=\\x00\n"
+            "\n");
+}
+
+TEST(JobFiles, WriteCommandReplacesAtomicallyAndLeavesNoTemporary) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 0);
+  files.write_command(9, {"first", "version", "longer than the next"});
+  files.write_command(9, {"second"});
+  EXPECT_EQ(read_file(files.cmd_path(9)), "second\n");
+  EXPECT_EQ(names_in(dir.path()), std::set<std::string>{"9.cmd"});
+  struct stat status {};
+  ASSERT_EQ(::stat(files.cmd_path(9).c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 0777 & ~0640u, 0u) << std::oct << status.st_mode;
+}
+
+TEST(JobFiles, OpenOutAndErrTruncateWithMode0640AndCloseOnExec) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 0);
+  write_file(files.out_path(3), "old output that must go");
+  mode_t previous = ::umask(0);
+  int out = files.open_out(3);
+  int err = files.open_err(3);
+  ::umask(previous);
+  ASSERT_GE(out, 0);
+  ASSERT_GE(err, 0);
+  EXPECT_TRUE(::fcntl(out, F_GETFD) & FD_CLOEXEC);
+  EXPECT_TRUE(::fcntl(err, F_GETFD) & FD_CLOEXEC);
+  EXPECT_EQ(::fcntl(out, F_GETFL) & O_ACCMODE, O_WRONLY);
+  ASSERT_EQ(::write(out, "new\n", 4), 4);
+  ASSERT_EQ(::write(err, "warning\n", 8), 8);
+  ::close(out);
+  ::close(err);
+  EXPECT_EQ(read_file(files.out_path(3)), "new\n");
+  EXPECT_EQ(read_file(files.err_path(3)), "warning\n");
+  struct stat status {};
+  ASSERT_EQ(::stat(files.err_path(3).c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 0777, 0640u);
+}
+
+TEST(JobFiles, OpenFailureThrows) {
+  temporary_directory dir;
+  job_files files(dir.path() + "/logs", 0, 0);
+  std::system(("rm -rf '" + dir.path() + "/logs'").c_str());
+  EXPECT_THROW(files.open_out(1), std::system_error);
+  EXPECT_THROW(files.write_command(1, {"cbsd"}), std::system_error);
+}
+
+TEST(JobFiles, ReadHeadIsBounded) {
+  temporary_directory dir;
+  std::string path = dir.path() + "/5.out";
+  write_file(path, "0123456789");
+  std::uint64_t total = 0;
+  EXPECT_EQ(job_files::read_head(path, 4, &total), "0123");
+  EXPECT_EQ(total, 10u);
+  EXPECT_EQ(job_files::read_head(path, 100, &total), "0123456789");
+  EXPECT_EQ(total, 10u);
+  EXPECT_EQ(job_files::read_head(path, 0, &total), "");
+  EXPECT_EQ(total, 10u);
+  EXPECT_EQ(job_files::read_head(path, 10, nullptr), "0123456789");
+
+  std::string big(200000, 'b');
+  write_file(path, big);
+  EXPECT_EQ(job_files::read_head(path, 150000, &total), big.substr(0, 150000));
+  EXPECT_EQ(total, 200000u);
+
+  write_file(path, "");
+  EXPECT_EQ(job_files::read_head(path, 10, &total), "");
+  EXPECT_EQ(total, 0u);
+
+  EXPECT_THROW(job_files::read_head(dir.path() + "/missing", 10, &total), std::system_error);
+}
+
+TEST(JobFiles, PruneByAge) {
+  temporary_directory dir;
+  job_files files(dir.path(), 30, 0);
+  auto now = system_clock::now();
+  make_job(files, 1, now, 40 * day);
+  make_job(files, 2, now, 31 * day);
+  make_job(files, 3, now, 29 * day);
+  make_job(files, 4, now, std::chrono::seconds(1));
+  EXPECT_EQ(files.prune(now), 2u);
+  EXPECT_EQ(names_in(dir.path()),
+            (std::set<std::string>{"3.cmd", "3.out", "3.err", "4.cmd", "4.out", "4.err"}));
+}
+
+TEST(JobFiles, PruneByAgeGoesByTheNewestFileOfAJob) {
+  temporary_directory dir;
+  job_files files(dir.path(), 30, 0);
+  auto now = system_clock::now();
+  make_job(files, 1, now, 40 * day);
+  set_mtime(files.out_path(1), now - day);  // still being written to
+  EXPECT_EQ(files.prune(now), 0u);
+  EXPECT_TRUE(exists(files.cmd_path(1)));
+}
+
+TEST(JobFiles, PruneWithoutLimitsKeepsEverything) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 0);
+  auto now = system_clock::now();
+  for (std::uint64_t id = 1; id <= 5; ++id) make_job(files, id, now, 1000 * day);
+  EXPECT_EQ(files.prune(now), 0u);
+  EXPECT_EQ(names_in(dir.path()).size(), 15u);
+}
+
+TEST(JobFiles, PruneByCountRemovesTheOldestJobs) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 2);
+  auto now = system_clock::now();
+  // Ids and ages disagree on purpose: age decides.
+  make_job(files, 10, now, std::chrono::minutes(1));
+  make_job(files, 20, now, std::chrono::minutes(50));
+  make_job(files, 30, now, std::chrono::minutes(5));
+  make_job(files, 5, now, std::chrono::minutes(2));
+  EXPECT_EQ(files.prune(now), 2u);
+  EXPECT_EQ(names_in(dir.path()),
+            (std::set<std::string>{"10.cmd", "10.out", "10.err", "5.cmd", "5.out", "5.err"}));
+  EXPECT_EQ(files.prune(now), 0u);
+}
+
+TEST(JobFiles, PruneByCountBreaksTiesByNumericId) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 1);
+  auto now = system_clock::now();
+  make_job(files, 9, now, day);
+  make_job(files, 10, now, day);
+  EXPECT_EQ(files.prune(now), 1u);
+  EXPECT_EQ(names_in(dir.path()), (std::set<std::string>{"10.cmd", "10.out", "10.err"}));
+}
+
+TEST(JobFiles, PruneByAgeThenCount) {
+  temporary_directory dir;
+  job_files files(dir.path(), 7, 2);
+  auto now = system_clock::now();
+  make_job(files, 1, now, 8 * day);
+  make_job(files, 2, now, 3 * day);
+  make_job(files, 3, now, 2 * day);
+  make_job(files, 4, now, 1 * day);
+  EXPECT_EQ(files.prune(now), 2u);
+  EXPECT_EQ(names_in(dir.path()),
+            (std::set<std::string>{"3.cmd", "3.out", "3.err", "4.cmd", "4.out", "4.err"}));
+}
+
+TEST(JobFiles, PruneCountsJobsWithSomeFilesMissing) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 1);
+  auto now = system_clock::now();
+  write_file(files.cmd_path(1), "cbsd\n");  // a job that never got to run
+  set_mtime(files.cmd_path(1), now - day);
+  make_job(files, 2, now, std::chrono::seconds(1));
+  EXPECT_EQ(files.prune(now), 1u);
+  EXPECT_FALSE(exists(files.cmd_path(1)));
+  EXPECT_TRUE(exists(files.cmd_path(2)));
+}
+
+TEST(JobFiles, PruneLeavesUnrelatedFiles) {
+  temporary_directory dir;
+  job_files files(dir.path(), 1, 1);
+  auto now = system_clock::now();
+  const std::vector<std::string> unrelated = {
+      "README",      "12.txt",     "12.cmd.tmp.1.0", "a12.cmd", "12a.out", ".cmd", "12.cmd~", "12.CMD",
+      "-1.err",      "1 2.out",    "2019-01-01T00:00:00Z_jls_12.txt",      "12.out.1"};
+  for (const std::string& name : unrelated) {
+    write_file(dir.path() + "/" + name, "keep");
+    set_mtime(dir.path() + "/" + name, now - 400 * day);
+  }
+  ASSERT_EQ(::mkdir((dir.path() + "/77.out").c_str(), 0755), 0);  // matches the pattern but is a directory
+  set_mtime(dir.path() + "/77.out", now - 400 * day);
+  ASSERT_EQ(::symlink("/etc/passwd", (dir.path() + "/78.cmd").c_str()), 0);
+  make_job(files, 12, now, 400 * day);
+  make_job(files, 13, now, std::chrono::seconds(1));
+  make_job(files, 14, now, std::chrono::seconds(2));
+
+  EXPECT_EQ(files.prune(now), 2u);  // 12 by age, 14 by count
+  std::set<std::string> expected(unrelated.begin(), unrelated.end());
+  expected.insert({"77.out", "78.cmd", "13.cmd", "13.out", "13.err"});
+  EXPECT_EQ(names_in(dir.path()), expected);
+}
+
+TEST(JobFiles, PruneOfAMissingLogdirThrows) {
+  temporary_directory dir;
+  job_files files(dir.path() + "/logs", 1, 1);
+  std::system(("rm -rf '" + dir.path() + "/logs'").c_str());
+  EXPECT_THROW(files.prune(), std::system_error);
+}
+
+TEST(DescribeArgv, PlainWordsStayBare) {
+  EXPECT_EQ(describe_argv({"/usr/local/bin/cbsd", "jcreate", "jname=jail1", "ip4_addr=10.0.0.2/24,DHCP"}),
+            "/usr/local/bin/cbsd jcreate jname=jail1 ip4_addr=10.0.0.2/24,DHCP");
+}
+
+TEST(DescribeArgv, SpecialsAreSingleQuoted) {
+  EXPECT_EQ(describe_argv({"cbsd", "jcreate", "comment=two words", "x=\"; reboot; \"", "it's", "$(id)", ""}),
+            "cbsd jcreate 'comment=two words' 'x=\"; reboot; \"' 'it'\\''s' '$(id)' ''");
+}
+
+TEST(DescribeArgv, ControlBytesStayOnOneLine) {
+  std::string line = describe_argv({"cbsd", "x=a\nb", "t=\t'\\", "u=\xd0\x9f"});
+  EXPECT_EQ(line, "cbsd $'x=a\\nb' $'t=\\t\\'\\\\' $'u=\\xd0\\x9f'");
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+}
+
+TEST(DescribeArgv, Empty) { EXPECT_EQ(describe_argv({}), ""); }
+
+} // namespace

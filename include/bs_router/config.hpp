@@ -45,6 +45,8 @@ struct config {
   int joblog_max_age_days = 30;      // per-job files older than this are removed (0 = keep)
   int joblog_max_files = 10000;      // at most this many jobs' files kept (0 = no limit)
   std::string metrics_listen;        // "host:port" for /metrics, empty = off
+  std::string metrics_host;          // parsed from metrics_listen (brackets of IPv6 removed)
+  std::uint16_t metrics_port = 0;    // parsed from metrics_listen, 0 when off
 
   std::vector<std::string> warnings; // unknown keys, deprecated forms: logged, not fatal
 };
