@@ -210,17 +210,35 @@ awaitable<void> router::worker_loop() {
   check_done();
 }
 
+// Whether the broker's job `entry.job_id` is the job the entry was made for.
+// A broker restarted without its binlog hands out the same ids again, so the
+// id alone proves nothing: the body must match, and the job must have been
+// put before the router took it. `body` is the job's body when the caller
+// has it already (else it is peeked).
+awaitable<bool> router::still_in_broker(beanstalk::connection& conn, const journal_entry& entry,
+                                        const std::string* body) {
+  std::optional<beanstalk::stats_map> stats = co_await conn.stats_job(entry.job_id);
+  if (!stats) co_return false;
+  std::int64_t age = 0;
+  try {
+    age = std::stoll(stats->at("age"));
+  } catch (const std::exception&) {
+    co_return false;
+  }
+  if (unix_now() - age > entry.reserved_at + age_slack_seconds) co_return false;
+  if (body) co_return *body == entry.body;
+  std::optional<beanstalk::job> peeked = co_await conn.peek(entry.job_id);
+  co_return peeked && peeked->body == entry.body;
+}
+
 awaitable<void> router::accept(beanstalk::job reserved) {
   const std::uint64_t id = reserved.id;
   const std::int64_t now = unix_now();
 
   if (auto old = in_flight_.find(id); old != in_flight_.end()) {
     // Either the same job back again (an operator kicked it) or a broker
-    // that restarted without its binlog and reuses ids. The job's age tells.
-    std::optional<beanstalk::stats_map> stats = co_await worker_.stats_job(id);
-    std::int64_t age = 0;
-    if (stats && stats->count("age")) age = std::stoll(stats->at("age"));
-    if (now - age <= old->second->entry.reserved_at + age_slack_seconds) {
+    // that restarted without its binlog and reuses ids.
+    if (co_await still_in_broker(worker_, old->second->entry, &reserved.body)) {
       log_->warn("job {} came back while the router holds it; buried again, not run twice", id);
       co_await worker_.bury(id, 0);
       co_return;
@@ -468,10 +486,7 @@ awaitable<bool> router::publish(const job_ptr& job) {
   const std::uint64_t id = job->entry.job_id;
   // The reply goes out only while the job it answers is still in the broker:
   // after a broker restart without binlog the id may name somebody else's job.
-  std::optional<beanstalk::stats_map> stats = co_await publisher_.stats_job(id);
-  std::int64_t age = 0;
-  if (stats && stats->count("age")) age = std::stoll(stats->at("age"));
-  if (!stats || unix_now() - age > job->entry.reserved_at + age_slack_seconds) {
+  if (!co_await still_in_broker(publisher_, job->entry, nullptr)) {
     log_->warn("job {} is no longer in the broker; its reply is dropped (output kept in {})", id, files_.dir());
     co_return false;
   }

@@ -1,1 +1,398 @@
+// The router end to end: a real beanstalkd, the real daemon, the fake cbsd.
+
 #include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "support/beanstalk_test_client.hpp"
+#include "support/beanstalkd_server.hpp"
+#include "support/test_pool.hpp"
+#include "support/wait.hpp"
+
+namespace bs_router::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string hex_of(const std::string& s) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+class RouterTest : public ::testing::Test {
+ protected:
+  beanstalkd_server server;
+};
+
+TEST_F(RouterTest, RunsCbsdWithArgvEnvironmentAndWorkdirAndReplies) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(json::parse(
+      R"({"Command":"jcreate","CommandArgs":{"jname":"jail1","jail_profile":"default","astart":"1"}})"));
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  const json& reply = replies.back();
+  EXPECT_EQ(reply["ErrCode"], 0);
+  EXPECT_EQ(reply["Message"], "fake cbsd: jcreate ok\n");
+  EXPECT_EQ(reply["Progress"], 100);
+  EXPECT_EQ(reply["Guid"], "bget-guid-jail1");
+  EXPECT_EQ(reply["DskGuid"], "dsk-guid-jail1");
+  EXPECT_EQ(reply["Vnc"], "");
+
+  auto runs = pool.runs_of("jcreate");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["argv"], json::array({FAKE_CBSD_PATH, "jcreate", "jname=jail1",
+                                          "jail_profile=default", "astart=1"}));
+  const std::string workdir = pool.dir().string();
+  EXPECT_EQ(runs[0]["env"], (json{{"PATH", "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin"},
+                                  {"workdir", workdir},
+                                  {"cbsd_workdir", workdir},
+                                  {"NOINTER", "1"},
+                                  {"NOCOLOR", "1"}}));
+  EXPECT_EQ(runs[0]["cwd"], workdir);
+
+  // The look-ups, as SPEC.md words them.
+  auto guid = pool.runs_of("bget");
+  ASSERT_EQ(guid.size(), 1u);
+  EXPECT_EQ(guid[0]["argv"], json::array({FAKE_CBSD_PATH, "bget", "jname=jail1", "mode=quiet", "vm_zfs_guid"}));
+  auto dsk = pool.runs_of("bhyve-dsk");
+  ASSERT_EQ(dsk.size(), 1u);
+  EXPECT_EQ(dsk[0]["argv"], json::array({FAKE_CBSD_PATH, "bhyve-dsk", "mode=get", "jname=jail1",
+                                         "dsk_path=dsk1", "dsk_zfs_guid"}));
+  // The job is gone from the broker once answered.
+  EXPECT_FALSE(pool.client().stats_job(id).has_value());
+}
+
+TEST_F(RouterTest, ReplyHasPriorityOneAndPublishTimeoutAsTtr) {
+  test_pool pool(server, json{{"beanstalkd", {{"publish_timeout", 7}}}});
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  beanstalk_test_client watcher(server);
+  auto reply = watcher.reserve(pool.reply_tube(id), 30s);
+  ASSERT_TRUE(reply.has_value());
+  auto stats = watcher.stats_job(reply->id);
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->at("pri"), "1");
+  EXPECT_EQ(stats->at("ttr"), "7");
+  EXPECT_EQ(stats->at("delay"), "0");
+  EXPECT_EQ(json::parse(reply->body)["Guid"], "0"); // no jname: no look-ups
+  EXPECT_TRUE(pool.runs_of("bget").empty());
+}
+
+TEST_F(RouterTest, ColorKeepsNocolorOut) {
+  test_pool pool(server, json{{"cbsdcolor", true}});
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto runs = pool.runs_of("jls");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_FALSE(runs[0]["env"].contains("NOCOLOR"));
+  EXPECT_EQ(runs[0]["env"]["NOINTER"], "1");
+}
+
+TEST_F(RouterTest, GetCommandFollowsEmulatorAndBstartAsksForVnc) {
+  test_pool pool(server);
+  pool.start_router();
+  struct expectation {
+    std::string emulator, command, guid;
+  };
+  for (const auto& e : {expectation{"jail", "jstart", "jget-guid-j1"}, expectation{"qemu", "qstart", "qget-guid-j1"},
+                        expectation{"xen", "xstart", "xget-guid-j1"}, expectation{"bhyve", "bstop", "bget-guid-j1"}}) {
+    const auto id = pool.put_job(json{{"Command", e.command}, {"CommandArgs", {{"jname", "j1"}, {"emulator", e.emulator}}}});
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty());
+    EXPECT_EQ(replies.back()["Guid"], e.guid) << e.emulator;
+    EXPECT_EQ(replies.back()["Vnc"], "") << e.emulator;
+  }
+  const auto id = pool.put_job(R"({"Command":"bstart","CommandArgs":{"jname":"vm1"}})");
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["Vnc"], "127.0.0.1:5901");
+  bool asked_bind = false, asked_port = false;
+  for (const auto& r : pool.runs_of("bget")) {
+    if (r["argv"] == json::array({FAKE_CBSD_PATH, "bget", "jname=vm1", "mode=quiet", "bhyve_vnc_tcp_bind"})) asked_bind = true;
+    if (r["argv"] == json::array({FAKE_CBSD_PATH, "bget", "jname=vm1", "mode=quiet", "vnc_port"})) asked_port = true;
+  }
+  EXPECT_TRUE(asked_bind);
+  EXPECT_TRUE(asked_port);
+}
+
+TEST_F(RouterTest, LookupCountsOnlyWhenItPrintsExactlyOneLine) {
+  test_pool pool(server);
+  // Current CBSD prints every setting for a key it does not know, and
+  // warnings on stderr: neither may end up in Guid.
+  pool.write_rules(json{{"bget vm_zfs_guid", {{"stdout", "jname: vm1\nvm_ram: 1g\n"}, {"exit", 0}}},
+                        {"bhyve-dsk dsk_zfs_guid", {{"stdout", "1234\n"}, {"stderr", "warning: zfs\n"}, {"exit", 1}}},
+                        {"bget vnc_port", {{"stdout", "5902\n"}, {"stderr", "warning: something\n"}, {"exit", 0}}}});
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"bstart","CommandArgs":{"jname":"vm1"}})");
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["Guid"], "0");
+  EXPECT_EQ(replies.back()["DskGuid"], "0");
+  EXPECT_EQ(replies.back()["Vnc"], "127.0.0.1:5902");
+  // Look-up warnings go to the job's stderr file, not into the fields.
+  EXPECT_NE(read_file(pool.logdir() / (std::to_string(id) + ".err")).find("warning: something"), std::string::npos);
+}
+
+TEST_F(RouterTest, ValuesReachCbsdByteForByteAndNoShellRuns) {
+  test_pool pool(server);
+  pool.start_router();
+  const std::string marker = (pool.dir() / "INJECTED").string();
+  const std::vector<std::string> values = {
+      "\"; touch " + marker + "; \"", "$(touch " + marker + ")", "`touch " + marker + "`",
+      "a\nb\r\nc", "it's \"quoted\" \\ back", "ünïcødé ✓ 日本", "  spaces  ", "a;b|c&d>e<f", "",
+  };
+  json args = json::object();
+  for (std::size_t i = 0; i < values.size(); ++i) args["v" + std::to_string(i)] = values[i];
+  const auto id = pool.put_job(json{{"Command", "jexec"}, {"CommandArgs", args}});
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto runs = pool.runs_of("jexec");
+  ASSERT_EQ(runs.size(), 1u);
+  ASSERT_EQ(runs[0]["argv_hex"].size(), values.size() + 2);
+  for (std::size_t i = 0; i < values.size(); ++i)
+    EXPECT_EQ(runs[0]["argv_hex"][i + 2], hex_of("v" + std::to_string(i) + "=" + values[i])) << i;
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+TEST_F(RouterTest, NumbersAndBooleansAreRenderedAsSpecSays) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(std::string(
+      R"({"Command":"bcreate","JobID":999,"CommandArgs":{"a":1,"b":-42,"c":1.5,"d":2.0,"e":0.1,"f":true,"g":false,"h":18446744073709551615,"i":1e21}})"));
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto runs = pool.runs_of("bcreate");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["argv"], json::array({FAKE_CBSD_PATH, "bcreate", "a=1", "b=-42", "c=1.5", "d=2", "e=0.1", "f=1",
+                                          "g=0", "h=18446744073709551615", "i=1000000000000000000000"}));
+}
+
+TEST_F(RouterTest, BadInputGetsAnErrorReplyAndNothingRuns) {
+  test_pool pool(server);
+  pool.start_router();
+  const std::vector<std::string> bodies = {
+      "not json",
+      "[1,2]",
+      R"({"CommandArgs":{}})",
+      R"({"Command":42})",
+      R"({"Command":"-rf"})",
+      R"({"Command":"jls; reboot"})",
+      R"({"Command":""})",
+      R"({"Command":"jls","CommandArgs":{"a b":"1"}})",
+      R"({"Command":"jls","CommandArgs":{"x":null}})",
+      R"({"Command":"jls","CommandArgs":{"x":[1]}})",
+      R"({"Command":"jls","CommandArgs":{"x":{"y":1}}})",
+      R"({"Command":"jls","CommandArgs":{"x":"a\u0000b"}})",
+      R"({"Command":"jls","CommandArgs":"jname=x"})",
+      std::string(200, '[') + std::string(200, ']'),
+      std::string("{\"Command\":\"jls\",\"x\":\"\xff\xfe\"}"),
+  };
+  for (const std::string& body : bodies) {
+    const auto id = pool.put_job(body);
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty()) << body;
+    EXPECT_EQ(replies.back()["ErrCode"], 1000) << body;
+    EXPECT_NE(replies.back()["Message"].get<std::string>().find("bad job"), std::string::npos) << body;
+    EXPECT_EQ(replies.back()["Progress"], 100);
+    EXPECT_FALSE(pool.client().stats_job(id).has_value()) << body;
+  }
+  EXPECT_TRUE(pool.records().empty());
+  // Still serving.
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_TRUE(pool.router_running());
+}
+
+TEST_F(RouterTest, ExitStatusAndStderrAreReported) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jstart","CommandArgs":{"fake_exit":3,"fake_stdout":"out\n","fake_stderr":"oops\n"}})");
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 3);
+  EXPECT_EQ(replies.back()["Message"], "out\n");
+  EXPECT_EQ(replies.back()["Stderr"], "oops\n");
+  // The per-job files: the command line, stdout and stderr.
+  const std::string base = (pool.logdir() / std::to_string(id)).string();
+  EXPECT_EQ(read_file(base + ".out"), "out\n");
+  EXPECT_EQ(read_file(base + ".err"), "oops\n");
+  const std::string cmd = read_file(base + ".cmd");
+  EXPECT_NE(cmd.find("jstart"), std::string::npos);
+  EXPECT_NE(cmd.find("fake_exit=3"), std::string::npos);
+}
+
+TEST_F(RouterTest, LargeOutputIsCutToTheBrokersJobSizeAndKeptWhole) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jls","CommandArgs":{"fake_stdout_bytes":300000}})");
+  beanstalk_test_client watcher(server);
+  auto raw = watcher.reserve(pool.reply_tube(id), 30s);
+  ASSERT_TRUE(raw.has_value());
+  const std::size_t max_job_size = std::stoul(watcher.stats().at("max-job-size"));
+  EXPECT_LE(raw->body.size(), max_job_size);
+  json reply = json::parse(raw->body);
+  EXPECT_EQ(reply["ErrCode"], 0);
+  EXPECT_EQ(reply["Truncated"], true);
+  EXPECT_EQ(reply["MessageBytes"], 300000);
+  const std::string full = read_file(pool.logdir() / (std::to_string(id) + ".out"));
+  EXPECT_EQ(full, fake_stdout_bytes_text(300000));
+  const std::string message = reply["Message"];
+  EXPECT_GT(message.size(), 0u);
+  EXPECT_EQ(full.compare(0, message.size(), message), 0); // the beginning is kept
+}
+
+TEST(RouterSmallBroker, ReplyFitsASmallerMaxJobSize) {
+  beanstalkd_server::options opts;
+  opts.max_job_size = 4096;
+  beanstalkd_server server(opts);
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jls","CommandArgs":{"fake_stdout_bytes":20000,"fake_stderr":"e"}})");
+  beanstalk_test_client watcher(server);
+  auto raw = watcher.reserve(pool.reply_tube(id), 30s);
+  ASSERT_TRUE(raw.has_value());
+  EXPECT_LE(raw->body.size(), 4096u);
+  EXPECT_EQ(json::parse(raw->body)["Truncated"], true);
+}
+
+TEST_F(RouterTest, WatchesOnlyItsOwnTube) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto stray = pool.client().put("default", R"({"Command":"jls"})");
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto stats = pool.client().stats_job(stray);
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->at("state"), "ready");
+  EXPECT_EQ(pool.runs_of("jls").size(), 1u);
+}
+
+TEST_F(RouterTest, LogsOneLineAtStartAndEndOfAJobAndNothingWhenIdle) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jstart","CommandArgs":{"jname":"web1"}})");
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("finished") != std::string::npos; }));
+  const std::string log = pool.log_text();
+  EXPECT_NE(log.find("job " + std::to_string(id) + " jstart jname=web1: started"), std::string::npos) << log;
+  EXPECT_NE(log.find("job " + std::to_string(id) + " jstart jname=web1: finished, ErrCode 0"), std::string::npos) << log;
+
+  // Several idle reserve cycles (reserve_timeout is 1 s) leave the log alone.
+  auto reserves = [&] { return std::stoul(pool.client().stats().at("cmd-reserve-with-timeout")); };
+  const auto before = reserves();
+  ASSERT_TRUE(wait_until([&] { return reserves() >= before + 3; }));
+  EXPECT_EQ(pool.log_text(), log);
+}
+
+TEST_F(RouterTest, ComesBackAfterTheBrokerIsKilledAndRestarted) {
+  test_pool pool(server);
+  pool.start_router();
+  server.kill();
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("reconnecting") != std::string::npos; }));
+  server.restart();
+  pool.client().connect(server.host(), server.port());
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+}
+
+TEST_F(RouterTest, NoticesABrokerThatGoesSilent) {
+  test_pool pool(server);
+  pool.start_router();
+  server.suspend();
+  // The reserve's deadline passes and the router reconnects on its own.
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("did not answer in time") != std::string::npos; }, 60s))
+      << pool.log_text();
+  server.resume();
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+}
+
+TEST_F(RouterTest, TwoPoolsOnOneBrokerKeepTheirWorkdirs) {
+  test_pool pool1(server);
+  test_pool pool2(server);
+  pool1.start_router();
+  pool2.start_router();
+  const auto id1 = pool1.put_job(R"({"Command":"jls"})");
+  const auto id2 = pool2.put_job(R"({"Command":"bls"})");
+  ASSERT_FALSE(pool1.wait_final_reply(id1).empty());
+  ASSERT_FALSE(pool2.wait_final_reply(id2).empty());
+  ASSERT_EQ(pool1.records().size(), 2u); // start and end of jls
+  ASSERT_EQ(pool2.records().size(), 2u);
+  EXPECT_EQ(pool1.runs_of("jls")[0]["env"]["workdir"], pool1.dir().string());
+  EXPECT_EQ(pool2.runs_of("bls")[0]["env"]["workdir"], pool2.dir().string());
+  EXPECT_TRUE(pool1.runs_of("bls").empty());
+  EXPECT_TRUE(pool2.runs_of("jls").empty());
+}
+
+TEST_F(RouterTest, MissingCbsdGivesAnErrorReply) {
+  test_pool pool(server, json{{"cbsd_path", "/nonexistent/cbsd"}});
+  pool.start_router();
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 1001);
+  EXPECT_NE(replies.back()["Message"].get<std::string>().find("/nonexistent/cbsd"), std::string::npos);
+}
+
+// --- start-up refusals ----------------------------------------------------
+
+TEST_F(RouterTest, ConfigErrorsExitBeforeConnectingNamingFileAndKey) {
+  test_pool pool(server, json{{"beanstalkd", {{"reserve_timeout", "five"}}}});
+  const std::string connections_before = pool.client().stats().at("total-connections");
+  pool.spawn_router({"-config", pool.config_path().string()});
+  auto status = pool.wait_router_exit();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(exit_status_of(*status), 78);
+  const std::string out = pool.output_text();
+  EXPECT_NE(out.find("router.json: beanstalkd.reserve_timeout: expected an integer"), std::string::npos) << out;
+  // It never connected.
+  EXPECT_EQ(pool.client().stats().at("total-connections"), connections_before);
+}
+
+TEST_F(RouterTest, RefusesAWorkdirWithoutInventory) {
+  test_pool pool(server);
+  std::filesystem::remove(pool.dir() / "nc.inventory");
+  pool.spawn_router({"-config", pool.config_path().string()});
+  auto status = pool.wait_router_exit();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_NE(exit_status_of(*status), 0);
+  EXPECT_NE(pool.output_text().find((pool.dir() / "nc.inventory").string()), std::string::npos);
+}
+
+TEST_F(RouterTest, CommandLineCbsdenvIsUsedWhenTheConfigHasNone) {
+  test_pool pool(server, json{{"cbsdenv", ""}});
+  pool.start_router({"-cbsdenv", pool.dir().string()});
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  EXPECT_EQ(pool.runs_of("jls")[0]["cwd"], pool.dir().string());
+}
+
+TEST_F(RouterTest, SigtermExitsZero) {
+  test_pool pool(server);
+  pool.start_router();
+  EXPECT_EQ(pool.stop_router(), 0);
+}
+
+} // namespace
+} // namespace bs_router::testing

@@ -69,6 +69,8 @@ class router {
   boost::asio::awaitable<reply> run_cbsd(const job_ptr& job);
   boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args, int stderr_fd);
   boost::asio::awaitable<bool> publish(const job_ptr& job);
+  boost::asio::awaitable<bool> still_in_broker(beanstalk::connection& conn, const journal_entry& entry,
+                                               const std::string* body);
 
   void recover();
   void schedule(const job_ptr& job);

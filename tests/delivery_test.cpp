@@ -1,0 +1,273 @@
+// Delivery guarantees under failure: real beanstalkd and router processes,
+// killed with SIGKILL; the fake cbsd's records count the runs.
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "support/beanstalk_test_client.hpp"
+#include "support/beanstalkd_server.hpp"
+#include "support/test_pool.hpp"
+#include "support/wait.hpp"
+
+namespace bs_router::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+// A job that runs until the test creates `gate`.
+json held_job(const std::string& command, const fs::path& gate, const std::string& out = "done\n") {
+  return json{{"Command", command}, {"CommandArgs", {{"fake_wait_for", gate.string()}, {"fake_stdout", out}}}};
+}
+
+void open_gate(const fs::path& gate) { std::ofstream(gate) << "go"; }
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+  return n;
+}
+
+beanstalkd_server::options with_binlog(const fs::path& dir) {
+  fs::create_directories(dir);
+  beanstalkd_server::options opts;
+  opts.binlog_dir = dir.string();
+  return opts;
+}
+
+TEST(Delivery, AJobThatOutlivesItsTtrRunsOnce) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(held_job("jcreate", gate), 0, 0, /*ttr=*/1);
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  // Buried while it runs: no TTR can send it back to the ready queue.
+  auto stats = pool.client().stats_job(id);
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->at("state"), "buried");
+  // Let the broker's clock pass the TTR several times over.
+  ASSERT_TRUE(wait_until([&] {
+    auto s = pool.client().stats_job(id);
+    return s && std::stoi(s->at("age")) >= 4;
+  }));
+  EXPECT_EQ(pool.client().stats_job(id)->at("reserves"), "1");
+  open_gate(gate);
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+}
+
+TEST(Delivery, RouterKilledDuringARunRepliesInterruptedAfterRestartAndDoesNotRunAgain) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(held_job("jcreate", gate));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  pool.kill_router();
+  open_gate(gate); // the orphaned cbsd may finish now; nobody records it
+
+  pool.start_router();
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 1003);
+  EXPECT_NE(replies.back()["Message"].get<std::string>().find("outcome is unknown"), std::string::npos);
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  EXPECT_FALSE(pool.client().stats_job(id).has_value());
+  // Exactly one final reply: nothing more waits on the reply tube.
+  EXPECT_FALSE(pool.client().reserve(pool.reply_tube(id), 1s).has_value());
+  ASSERT_TRUE(wait_until([&] { return fs::is_empty(pool.statedir()); }));
+}
+
+TEST(Delivery, HeldJobsNotStartedBeforeACrashRunAfterRestart) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto first = pool.put_job(json{{"Command", "bstart"},
+                                       {"CommandArgs", {{"jname", "vm1"}, {"fake_wait_for", gate.string()}}}});
+  const auto second = pool.put_job(json{{"Command", "bstop"}, {"CommandArgs", {{"jname", "vm1"}}}});
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("bstart").size() == 1; }));
+  // The second job waits behind the first (same jname), buried.
+  ASSERT_TRUE(wait_until([&] {
+    auto s = pool.client().stats_job(second);
+    return s && s->at("state") == "buried";
+  }));
+  pool.kill_router();
+  open_gate(gate);
+  pool.start_router();
+  auto r1 = pool.wait_final_reply(first);
+  auto r2 = pool.wait_final_reply(second);
+  ASSERT_FALSE(r1.empty());
+  ASSERT_FALSE(r2.empty());
+  EXPECT_EQ(r1.back()["ErrCode"], 1003);
+  EXPECT_EQ(r2.back()["ErrCode"], 0); // never started before: it runs now, once
+  EXPECT_EQ(pool.runs_of("bstart").size(), 1u);
+  EXPECT_EQ(pool.runs_of("bstop").size(), 1u);
+}
+
+TEST(Delivery, BrokerKilledDuringARunGetsTheReplyWhenBack) {
+  char tmpl[] = "/tmp/bs_router-binlog-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  beanstalkd_server server(with_binlog(fs::path(tmpl) / "binlog"));
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(held_job("jcreate", gate, "created\n"));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  server.kill();
+  open_gate(gate);
+  // The run ends while the broker is away; the reply waits in the journal.
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("cannot put the reply") != std::string::npos; }, 60s));
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("attempt 3") != std::string::npos; }, 60s));
+  EXPECT_EQ(count_of(pool.log_text(), "cannot put the reply"), 1u); // once, not per attempt
+  EXPECT_FALSE(fs::is_empty(pool.statedir()));
+
+  server.restart();
+  pool.client().connect(server.host(), server.port());
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(replies.back()["Message"], "created\n");
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  ASSERT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); }));
+  fs::remove_all(tmpl);
+}
+
+TEST(Delivery, ReplyRecordedBeforeACrashIsPutAfterRestart) {
+  char tmpl[] = "/tmp/bs_router-binlog-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  beanstalkd_server server(with_binlog(fs::path(tmpl) / "binlog"));
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(held_job("jcreate", gate, "real result\n"));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  server.kill();
+  open_gate(gate);
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("cannot put the reply") != std::string::npos; }, 60s));
+  pool.kill_router(); // the result is only in the journal now
+  server.restart();
+  pool.client().connect(server.host(), server.port());
+  pool.start_router();
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(replies.back()["Message"], "real result\n");
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  fs::remove_all(tmpl);
+}
+
+TEST(Delivery, AReusedJobIdIsNotMistakenForTheOldJob) {
+  beanstalkd_server server; // no binlog: a restart starts ids from 1 again
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto old_id = pool.put_job(held_job("jcreate", gate, "old\n"));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  server.kill();
+  open_gate(gate);
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("cannot put the reply") != std::string::npos; }, 60s));
+  server.restart();
+  pool.client().connect(server.host(), server.port());
+  const auto new_id = pool.put_job(json{{"Command", "jstart"}, {"CommandArgs", {{"fake_stdout", "new\n"}}}});
+  ASSERT_EQ(new_id, old_id);
+  auto replies = pool.wait_final_reply(new_id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["Message"], "new\n"); // not the old job's reply
+  EXPECT_EQ(pool.runs_of("jstart").size(), 1u);
+  EXPECT_FALSE(pool.client().reserve(pool.reply_tube(new_id), 1s).has_value());
+  ASSERT_TRUE(wait_until([&] { return fs::is_empty(pool.statedir()); }));
+}
+
+TEST(Delivery, SigtermLetsRunningJobsFinishAndTakesNoMore) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(held_job("jcreate", gate));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  ::kill(pool.router_pid(), SIGTERM);
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("stopping") != std::string::npos; }));
+  const auto later = pool.put_job(R"({"Command":"jls"})");
+  EXPECT_TRUE(pool.router_running());
+  open_gate(gate);
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  auto status = pool.wait_router_exit();
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(exit_status_of(*status), 0);
+  EXPECT_TRUE(pool.runs_of("jls").empty());
+  auto stats = pool.client().stats_job(later);
+  ASSERT_TRUE(stats.has_value());
+  EXPECT_EQ(stats->at("state"), "ready");
+}
+
+TEST(Delivery, ShutdownTimeoutLeavesTheJobInTheJournalForTheNextStart) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"shutdown_timeout", 1}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(held_job("jcreate", gate));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  EXPECT_EQ(pool.stop_router(), 0);
+  EXPECT_FALSE(fs::is_empty(pool.statedir()));
+  EXPECT_NE(pool.log_text().find("shutdown_timeout passed"), std::string::npos);
+  open_gate(gate);
+  pool.start_router();
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 1003);
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+}
+
+TEST(Delivery, SighupReopensTheLogFile) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const fs::path rotated = pool.dir() / "router.log.0";
+  fs::rename(pool.log_path(), rotated);
+  ::kill(pool.router_pid(), SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return fs::exists(pool.log_path()); }));
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("finished") != std::string::npos; }));
+  std::ifstream old(rotated);
+  std::string old_text((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(old_text.find("jls"), std::string::npos);
+  EXPECT_TRUE(pool.router_running());
+}
+
+TEST(Delivery, PoisonBodiesGetErrorRepliesAndTheRouterGoesOn) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const std::size_t max_job_size = std::stoul(pool.client().stats().at("max-job-size"));
+  std::vector<std::string> bodies = {
+      std::string(max_job_size, '{'),                 // the broker's maximum, all nesting
+      std::string(max_job_size - 2, ' ') + "{}",      // the broker's maximum, no Command
+      "[" + std::string(max_job_size - 2, '1') + "]", // one huge number
+      R"({"Command":"jls","CommandArgs":{"n":1e400}})",
+      R"({"Command":"jls","CommandArgs":{"n":-1e999}})",
+      std::string("{\"Command\":\"jl\0s\"}", 18),
+      std::string("{\"Command\":\"jls\",\"CommandArgs\":{\"k\":\"\xc3\x28\"}}"),
+      std::string("\0\0\0\0", 4),
+  };
+  for (const std::string& body : bodies) {
+    const auto id = pool.put_job(body);
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty()) << body.size();
+    EXPECT_EQ(replies.back()["ErrCode"], 1000) << body.substr(0, 60);
+  }
+  EXPECT_TRUE(pool.records().empty());
+  EXPECT_TRUE(pool.router_running());
+}
+
+} // namespace
+} // namespace bs_router::testing
