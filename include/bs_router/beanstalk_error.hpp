@@ -32,7 +32,9 @@ const boost::system::error_category& error_category() noexcept;
 boost::system::error_code make_error_code(errc e) noexcept;
 
 // The error a server response word stands for; a default (success) code for
-// the words that are not errors.
+// the words that are not errors. BURIED maps to errc::buried: it is the
+// failure of put and release, but the success of bury, whose caller checks
+// the kind instead.
 boost::system::error_code to_error(response_kind kind) noexcept;
 
 } // namespace bs_router::beanstalk

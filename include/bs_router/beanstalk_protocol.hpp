@@ -72,7 +72,12 @@ struct response {
   std::uint64_t value = 0; // job id (INSERTED, BURIED <id>, RESERVED, FOUND), count (WATCHING, KICKED)
   std::string tube;        // USING <tube>
   std::string body;        // RESERVED, FOUND, OK
+
+  friend bool operator==(const response&, const response&) = default;
 };
+
+// The response word of a kind as it appears on the wire ("NOT_FOUND"), for logs.
+std::string_view response_word(response_kind kind) noexcept;
 
 enum class parse_status { need_more, complete, bad };
 
@@ -81,6 +86,10 @@ struct parse_result {
   std::size_t consumed = 0; // bytes of input that make up the response (complete only)
   response value;           // complete only
   std::string error;        // bad only: what was wrong, for the log
+  // need_more only, once the line is complete and announces a body: the total
+  // bytes (line, body and its CRLF) the response takes, so the caller can read
+  // exactly that much. 0 while the line itself is still incomplete.
+  std::size_t expected_size = 0;
 };
 
 // Parses one response from the front of `input`. A body is read by its exact
