@@ -29,4 +29,7 @@ std::vector<lookup> lookups_for(const job_request& job);
 // newline trimmed, is exactly one non-empty line.
 std::optional<std::string> printed_value(int exit_status, std::string_view stdout_text);
 
+// The reply's Vnc: "<bind>:<port>" when both look-ups printed a value, else "".
+std::string vnc_address(const std::optional<std::string>& bind, const std::optional<std::string>& port);
+
 } // namespace bs_router
