@@ -1,6 +1,8 @@
 #pragma once
 // Runs child processes by fork/exec (no shell) on the event loop: children are
 // reaped through a SIGCHLD signal_set, never by a thread per child.
+// The runner and its io_context are used from one thread. Children are waited
+// for by pid, so children that other code starts are left for it to reap.
 
 #include <boost/asio/io_context.hpp>
 #include <utility>
@@ -42,6 +44,8 @@ struct process_result {
 class process_runner {
  public:
   explicit process_runner(boost::asio::io_context& io);
+  // Children still running are neither killed nor waited for; their run()
+  // completes without waiting, with exit_code -1.
   ~process_runner();
   process_runner(const process_runner&) = delete;
   process_runner& operator=(const process_runner&) = delete;
