@@ -32,11 +32,15 @@ namespace {
 using clock = std::chrono::steady_clock;
 
 struct client_run {
+  client_run(const client_options& o, const config& c, std::ostream& so, std::ostream& se)
+      : options(o), cfg(c), out(so), err(se) {}
+
   const client_options& options;
   const config& cfg;
   std::ostream& out;
   std::ostream& err;
   int status = client_exit::unavailable;
+  std::string shown; // live output printed so far
 
   std::optional<clock::time_point> deadline() const {
     if (!options.timeout) return std::nullopt;
@@ -56,13 +60,18 @@ struct client_run {
                                     ? reply["Message"].get<std::string>()
                                     : std::string();
     if (progress < 100) {
-      if (!options.quiet_progress && !options.json) out << message << std::flush;
+      if (!options.quiet_progress && !options.json) {
+        out << message << std::flush;
+        shown += message;
+      }
       return false;
     }
     long long code = 0;
     if (reply.contains("ErrCode") && reply["ErrCode"].is_number()) code = reply["ErrCode"].get<long long>();
     if (options.json)
       out << reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    else if (!shown.empty() && message.compare(0, shown.size(), shown) == 0)
+      out << message.substr(shown.size()); // the live output already showed its beginning
     else
       out << message;
     out.flush();
@@ -148,7 +157,7 @@ int run_client(const client_options& options, std::ostream& out, std::ostream& e
     }
   }
   asio::io_context io(1);
-  client_run run{opts, cfg, out, err};
+  client_run run(opts, cfg, out, err);
   std::exception_ptr failure;
   asio::co_spawn(io, run.run(), [&](std::exception_ptr ep) { failure = ep; });
   io.run();

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "bs_router/lookup.hpp"
@@ -23,6 +24,10 @@ using namespace std::chrono_literals;
 constexpr std::size_t lookup_capture_limit = 4096;
 constexpr auto lookup_timeout = 60s;
 constexpr auto prune_interval = 10min;
+// Live output goes out at most this often per job (progress replies).
+constexpr auto live_output_interval = 500ms;
+// A progress reply carries what the router read; it never shows Progress 100.
+constexpr int live_output_progress = 0;
 // The broker's clock counts a job's age in whole seconds.
 constexpr std::int64_t age_slack_seconds = 2;
 
@@ -30,6 +35,8 @@ struct router::job_state {
   journal_entry entry;
   std::optional<job_request> request;
   std::string jname; // empty: no jname, runs without waiting for another job
+  std::string live_output;  // output not yet sent as a progress reply
+  bool live_queued = false; // in live_outbox_
 };
 
 namespace {
@@ -399,7 +406,10 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   spec.kill_grace = std::chrono::seconds(cfg_.kill_grace);
 
   log_->info("{}: started", describe_job(id, job->request));
+  auto run_over = std::make_shared<bool>(false);
+  if (cfg_.progress) asio::co_spawn(io_, watch_output(job, files_.out_path(id), run_over), asio::detached);
   process_result result = co_await runner_.run(std::move(spec));
+  *run_over = true;
 
   reply r;
   r.job_id = id;
@@ -431,7 +441,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
     }
     if (guid) r.guid = *guid;
     if (dsk_guid) r.dsk_guid = *dsk_guid;
-    if (vnc_bind && vnc_port) r.vnc = *vnc_bind + ":" + *vnc_port;
+    r.vnc = vnc_address(vnc_bind, vnc_port);
   }
 
   // Read no more than a reply can carry; the files keep everything.
@@ -507,8 +517,69 @@ awaitable<bool> router::publish(const job_ptr& job) {
   co_return true;
 }
 
+// Sends what cbsd writes while it runs, as replies with Progress below 100.
+// Output that arrives faster than the broker takes it is joined into the next
+// reply, so each job has at most one progress reply waiting at any time.
+awaitable<void> router::watch_output(job_ptr job, std::string path, std::shared_ptr<bool> run_over) {
+  asio::steady_timer tick(io_);
+  std::uint64_t offset = 0;
+  std::string chunk;
+  while (!*run_over) {
+    co_await sleep_on(tick, live_output_interval);
+    if (*run_over) break;
+    const std::size_t room = max_job_size_ / 2 > job->live_output.size() ? max_job_size_ / 2 - job->live_output.size() : 0;
+    if (room == 0) continue;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    chunk.resize(room);
+    const ssize_t n = ::pread(fd, chunk.data(), chunk.size(), static_cast<off_t>(offset));
+    ::close(fd);
+    if (n <= 0) continue;
+    offset += static_cast<std::uint64_t>(n);
+    job->live_output.append(chunk.data(), static_cast<std::size_t>(n));
+    if (!job->live_queued) {
+      job->live_queued = true;
+      live_outbox_.push_back(job);
+      outbox_changed_.notify();
+    }
+  }
+}
+
+awaitable<void> router::publish_live_output(const job_ptr& job) {
+  reply r;
+  r.job_id = job->entry.job_id;
+  r.progress = live_output_progress;
+  r.message = job->live_output;
+  r.duration_seconds = -1;
+  co_await publisher_.use(cfg_.beanstalkd.reply_tube_prefix + std::to_string(r.job_id));
+  co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
+                          encode_reply(r, max_job_size_));
+  job->live_output.erase(0, r.message.size());
+}
+
 awaitable<void> router::publisher_loop() {
   for (;;) {
+    if (!live_outbox_.empty()) {
+      // Progress first: a job's final reply is queued only after its last
+      // progress reply, so the order on its reply tube holds.
+      job_ptr job = live_outbox_.front();
+      bool failed = false;
+      try {
+        if (!publisher_.is_open()) co_await connect(publisher_);
+        co_await publish_live_output(job);
+        live_outbox_.pop_front();
+        job->live_queued = false;
+        if (!job->live_output.empty()) {
+          job->live_queued = true;
+          live_outbox_.push_back(job);
+        }
+      } catch (const boost::system::system_error& ex) {
+        publisher_.close();
+        failed = true;
+      }
+      if (failed) co_await sleep_on(publisher_sleep_, std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout));
+      continue;
+    }
     if (outbox_.empty()) {
       if (stopping_ && running_ == 0) break;
       co_await outbox_changed_.wait();

@@ -15,12 +15,13 @@ namespace bs_router::testing {
 namespace {
 
 using nlohmann::json;
+using body = nlohmann::ordered_json; // keeps the keys of a job body in order
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 // A job that runs until the test creates `gate`.
-json held_job(const std::string& command, const fs::path& gate, const std::string& out = "done\n") {
-  return json{{"Command", command}, {"CommandArgs", {{"fake_wait_for", gate.string()}, {"fake_stdout", out}}}};
+body held_job(const std::string& command, const fs::path& gate, const std::string& out = "done\n") {
+  return body{{"Command", command}, {"CommandArgs", {{"fake_wait_for", gate.string()}, {"fake_stdout", out}}}};
 }
 
 void open_gate(const fs::path& gate) { std::ofstream(gate) << "go"; }
@@ -78,7 +79,7 @@ TEST(Delivery, RouterKilledDuringARunRepliesInterruptedAfterRestartAndDoesNotRun
   EXPECT_EQ(replies.back()["ErrCode"], 1003);
   EXPECT_NE(replies.back()["Message"].get<std::string>().find("outcome is unknown"), std::string::npos);
   EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
-  EXPECT_FALSE(pool.client().stats_job(id).has_value());
+  EXPECT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); }));
   // Exactly one final reply: nothing more waits on the reply tube.
   EXPECT_FALSE(pool.client().reserve(pool.reply_tube(id), 1s).has_value());
   ASSERT_TRUE(wait_until([&] { return fs::is_empty(pool.statedir()); }));
@@ -89,9 +90,9 @@ TEST(Delivery, HeldJobsNotStartedBeforeACrashRunAfterRestart) {
   test_pool pool(server);
   pool.start_router();
   const fs::path gate = pool.dir() / "gate";
-  const auto first = pool.put_job(json{{"Command", "bstart"},
+  const auto first = pool.put_job(body{{"Command", "bstart"},
                                        {"CommandArgs", {{"jname", "vm1"}, {"fake_wait_for", gate.string()}}}});
-  const auto second = pool.put_job(json{{"Command", "bstop"}, {"CommandArgs", {{"jname", "vm1"}}}});
+  const auto second = pool.put_job(body{{"Command", "bstop"}, {"CommandArgs", {{"jname", "vm1"}}}});
   ASSERT_TRUE(wait_until([&] { return pool.runs_of("bstart").size() == 1; }));
   // The second job waits behind the first (same jname), buried.
   ASSERT_TRUE(wait_until([&] {
@@ -175,7 +176,7 @@ TEST(Delivery, AReusedJobIdIsNotMistakenForTheOldJob) {
   ASSERT_TRUE(wait_until([&] { return pool.log_text().find("cannot put the reply") != std::string::npos; }, 60s));
   server.restart();
   pool.client().connect(server.host(), server.port());
-  const auto new_id = pool.put_job(json{{"Command", "jstart"}, {"CommandArgs", {{"fake_stdout", "new\n"}}}});
+  const auto new_id = pool.put_job(body{{"Command", "jstart"}, {"CommandArgs", {{"fake_stdout", "new\n"}}}});
   ASSERT_EQ(new_id, old_id);
   auto replies = pool.wait_final_reply(new_id, 60s);
   ASSERT_FALSE(replies.empty());

@@ -69,6 +69,8 @@ class router {
   boost::asio::awaitable<reply> run_cbsd(const job_ptr& job);
   boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args, int stderr_fd);
   boost::asio::awaitable<bool> publish(const job_ptr& job);
+  boost::asio::awaitable<void> publish_live_output(const job_ptr& job);
+  boost::asio::awaitable<void> watch_output(job_ptr job, std::string path, std::shared_ptr<bool> run_over);
   boost::asio::awaitable<bool> still_in_broker(beanstalk::connection& conn, const journal_entry& entry,
                                                const std::string* body);
 
@@ -98,6 +100,7 @@ class router {
   std::map<std::string, std::deque<job_ptr>> busy_jnames_; // jname -> jobs waiting behind the running one
   std::deque<job_ptr> ready_;                             // runnable, waiting for a slot
   std::deque<job_ptr> outbox_;                            // finished, reply to put
+  std::deque<job_ptr> live_outbox_;                       // running, new output to send (progress)
   int running_ = 0;
 
   async_event capacity_changed_;

@@ -1,0 +1,246 @@
+// Parallel jobs: the max_jobs limit, one job at a time per jname, timeouts,
+// live output. Concurrency is read from the fake cbsd's recorded start and
+// end times.
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "support/beanstalk_test_client.hpp"
+#include "support/beanstalkd_server.hpp"
+#include "support/test_pool.hpp"
+#include "support/wait.hpp"
+
+namespace bs_router::testing {
+namespace {
+
+using nlohmann::json;
+using body = nlohmann::ordered_json; // keeps the keys of a job body in order
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+void open_gate(const fs::path& gate) { std::ofstream(gate) << "go"; }
+
+struct run_interval {
+  std::int64_t start = 0, end = 0;
+  std::string tag;
+};
+
+// Start/end of each job run (look-ups excluded), from the records, by pid.
+std::vector<run_interval> job_runs(const test_pool& pool, const std::string& command) {
+  std::map<long, run_interval> by_pid;
+  for (const json& r : pool.records()) {
+    if (r["argv"].size() < 2 || r["argv"][1] != command) continue;
+    auto& interval = by_pid[r["pid"].get<long>()];
+    if (r["event"] == "start") {
+      interval.start = r["time_ns"];
+      for (const auto& a : r["argv"])
+        if (a.get<std::string>().rfind("tag=", 0) == 0) interval.tag = a.get<std::string>().substr(4);
+    } else {
+      interval.end = r["time_ns"];
+    }
+  }
+  std::vector<run_interval> runs;
+  for (auto& [pid, interval] : by_pid) runs.push_back(interval);
+  std::sort(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.start < b.start; });
+  return runs;
+}
+
+std::size_t max_overlap(const std::vector<run_interval>& runs) {
+  std::vector<std::pair<std::int64_t, int>> events;
+  for (const auto& r : runs) {
+    events.push_back({r.start, +1});
+    events.push_back({r.end, -1});
+  }
+  std::sort(events.begin(), events.end(), [](auto& a, auto& b) {
+    return a.first != b.first ? a.first < b.first : a.second < b.second; // ends before starts
+  });
+  int now = 0, most = 0;
+  for (auto& e : events) most = std::max(most, now += e.second);
+  return static_cast<std::size_t>(most);
+}
+
+TEST(Concurrency, AtMostMaxJobsRunAndTheRestWaitInTheBroker) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"max_jobs", 2}});
+  pool.start_router();
+  std::vector<fs::path> gates;
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    gates.push_back(pool.dir() / ("gate" + std::to_string(i)));
+    ids.push_back(pool.put_job(body{{"Command", "jcreate"},
+                                    {"CommandArgs", {{"tag", std::to_string(i)}, {"fake_wait_for", gates.back().string()}}}}));
+  }
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 2; }));
+  auto tube = pool.client().stats_tube(pool.tube());
+  ASSERT_TRUE(tube.has_value());
+  EXPECT_EQ(tube->at("current-jobs-ready"), "3"); // not taken into the router's memory
+  EXPECT_EQ(tube->at("current-jobs-buried"), "2");
+  for (const auto& gate : gates) open_gate(gate);
+  for (auto id : ids) ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto runs = job_runs(pool, "jcreate");
+  ASSERT_EQ(runs.size(), 5u);
+  EXPECT_LE(max_overlap(runs), 2u);
+}
+
+TEST(Concurrency, RunsInParallelUpToTheLimit) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"max_jobs", 3}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(pool.put_job(body{{"Command", "jcreate"}, {"CommandArgs", {{"fake_wait_for", gate.string()}}}}));
+  // All three run at once: each waits for the same gate.
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 3; }));
+  open_gate(gate);
+  for (auto id : ids) ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  EXPECT_EQ(max_overlap(job_runs(pool, "jcreate")), 3u);
+}
+
+TEST(Concurrency, OneJobAtATimePerJnameInPutOrderOthersNotHeldUp) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"max_jobs", 4}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  std::vector<std::uint64_t> vm1;
+  vm1.push_back(pool.put_job(body{{"Command", "bstart"},
+                                  {"CommandArgs", {{"jname", "vm1"}, {"tag", "1"}, {"fake_wait_for", gate.string()}}}}));
+  for (int i = 2; i <= 4; ++i)
+    vm1.push_back(pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm1"}, {"tag", std::to_string(i)}}}}));
+  const auto other = pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm2"}, {"tag", "other"}}}});
+  // vm2's job finishes while vm1's first job still blocks.
+  auto other_reply = pool.wait_final_reply(other);
+  ASSERT_FALSE(other_reply.empty());
+  EXPECT_EQ(other_reply.back()["ErrCode"], 0);
+  EXPECT_EQ(pool.runs_of("bstart").size(), 2u); // vm1's first and vm2's; the rest wait
+  open_gate(gate);
+  for (auto id : vm1) ASSERT_FALSE(pool.wait_final_reply(id).empty());
+
+  std::vector<run_interval> runs;
+  for (const auto& r : job_runs(pool, "bstart"))
+    if (r.tag != "other") runs.push_back(r);
+  ASSERT_EQ(runs.size(), 4u);
+  EXPECT_EQ(max_overlap(runs), 1u);
+  for (std::size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].tag, std::to_string(i + 1)); // put order
+}
+
+TEST(Concurrency, ConfigTimeoutKillsTheWholeProcessGroup) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"job_timeout", 1}, {"kill_grace", 1}});
+  pool.start_router();
+  const auto id = pool.put_job(body{{"Command", "jcreate"},
+                                    {"CommandArgs", {{"fake_sleep_ms", 120000}, {"fake_spawn_child", 1}, {"fake_stdout", "partial\n"}}}});
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 1002);
+  const std::string message = replies.back()["Message"];
+  EXPECT_NE(message.find("timed out"), std::string::npos) << message;
+  EXPECT_NE(message.find("partial\n"), std::string::npos) << message;
+  auto runs = pool.runs_of("jcreate");
+  ASSERT_EQ(runs.size(), 1u);
+  const pid_t grandchild = runs[0]["grandchild_pid"];
+  auto gone = [&] {
+    if (::kill(grandchild, 0) != 0) return true;
+    std::ifstream stat("/proc/" + std::to_string(grandchild) + "/stat");
+    std::string pid, name, state;
+    return stat >> pid >> name >> state && state == "Z"; // ended, not yet reaped by init
+  };
+  EXPECT_TRUE(wait_until(gone, 30s));
+}
+
+TEST(Concurrency, BodyTimeoutOverridesAndIgnoredSigtermEndsInSigkill) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"kill_grace", 1}});
+  pool.start_router();
+  const auto id = pool.put_job(body{{"Command", "jcreate"},
+                                    {"Timeout", 1},
+                                    {"CommandArgs", {{"fake_sleep_ms", 120000}, {"fake_ignore_term", 1}}}});
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 1002);
+  EXPECT_TRUE(pool.router_running());
+}
+
+TEST(Concurrency, ProgressRepliesCarryOutputWhileTheJobRuns) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"progress", true}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(body{{"Command", "jcreate"},
+                                    {"CommandArgs", {{"fake_stdout", "early output\n"}, {"fake_wait_for", gate.string()}}}});
+  auto live = pool.wait_reply(id);
+  ASSERT_TRUE(live.has_value());
+  EXPECT_LT((*live)["Progress"].get<int>(), 100);
+  EXPECT_EQ((*live)["Message"], "early output\n");
+  EXPECT_EQ(pool.records().size(), 1u); // still running: only its start record
+  open_gate(gate);
+  auto rest = pool.wait_final_reply(id);
+  ASSERT_FALSE(rest.empty());
+  EXPECT_EQ(rest.back()["Progress"], 100);
+  EXPECT_EQ(rest.back()["Message"], "early output\n"); // the final reply is unchanged
+}
+
+TEST(Concurrency, NoProgressRepliesUnlessAskedFor) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(body{{"Command", "jcreate"}, {"CommandArgs", {{"fake_stdout", "x\n"}, {"fake_sleep_ms", 1200}}}});
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(replies[0]["Progress"], 100);
+}
+
+TEST(Concurrency, ClientPrintsLiveOutputOnce) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"progress", true}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  std::string out, err;
+  int status = -1;
+  std::thread client([&] {
+    status = run_client({"-config", pool.config_path().string(), "jcreate", "fake_stdout=live line\n",
+                         "fake_wait_for=" + gate.string()},
+                        &out, &err);
+  });
+  // Wait until the progress reply was put and taken by the client.
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
+  std::string reply_tube;
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& t : pool.client().list_tubes())
+      if (t.rfind(pool.reply_tube_prefix(), 0) == 0) reply_tube = t;
+    if (reply_tube.empty()) return false;
+    auto s = pool.client().stats_tube(reply_tube);
+    return s && s->at("total-jobs") == "1" && s->at("current-jobs-ready") == "0";
+  }));
+  open_gate(gate);
+  client.join();
+  EXPECT_EQ(status, 0) << err;
+  EXPECT_EQ(out, "live line\n");
+}
+
+TEST(Concurrency, TenThousandWaitingJobsStayInTheBroker) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"max_jobs", 1}});
+  const int total = 10000;
+  for (int i = 0; i < total; ++i) pool.put_job(body{{"Command", "jls"}, {"CommandArgs", {{"n", i}}}});
+  pool.start_router();
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jls").size() >= 20; }));
+  auto tube = pool.client().stats_tube(pool.tube());
+  ASSERT_TRUE(tube.has_value());
+  EXPECT_LE(std::stoi(tube->at("current-jobs-buried")), 1);
+  EXPECT_GE(std::stoi(tube->at("current-jobs-ready")), total - 1 - static_cast<int>(pool.runs_of("jls").size()));
+#ifdef __linux__
+  // No thread per job: children are reaped by the event loop. At most the
+  // loop's thread and Asio's resolver thread.
+  std::size_t threads = 0;
+  for ([[maybe_unused]] auto& e : fs::directory_iterator("/proc/" + std::to_string(pool.router_pid()) + "/task")) ++threads;
+  EXPECT_LE(threads, 2u);
+#endif
+  EXPECT_EQ(pool.stop_router(), 0);
+}
+
+} // namespace
+} // namespace bs_router::testing
