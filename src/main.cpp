@@ -11,6 +11,7 @@
 #include "bs_router/command_line.hpp"
 #include "bs_router/config.hpp"
 #include "bs_router/logging.hpp"
+#include "bs_router/pool_lock.hpp"
 #include "bs_router/router.hpp"
 
 namespace {
@@ -38,6 +39,16 @@ int main(int argc, char** argv) {
   if (options.check_only) {
     std::cout << options.config_path << ": ok\n";
     return 0;
+  }
+
+  // Before the log is opened: a second router must not write into the
+  // first one's log, only say who serves the pool.
+  std::unique_ptr<bs_router::pool_lock> lock;
+  try {
+    lock = std::make_unique<bs_router::pool_lock>(cfg.statedir);
+  } catch (const std::exception& ex) {
+    std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
+    return exit_failure;
   }
 
   std::shared_ptr<spdlog::logger> log;

@@ -389,6 +389,27 @@ TEST_F(RouterTest, CommandLineCbsdenvIsUsedWhenTheConfigHasNone) {
   EXPECT_EQ(pool.runs_of("jls")[0]["cwd"], pool.dir().string());
 }
 
+TEST_F(RouterTest, ASecondRouterForThePoolRefusesToStartAndACrashLeavesNoStaleLock) {
+  test_pool pool(server);
+  const pid_t first = pool.start_router();
+  const std::string output = (pool.dir() / "second.out").string();
+  spawn_options opts;
+  opts.output_path = output;
+  const pid_t second = spawn_process({BS_ROUTER_PATH, "-config", pool.config_path().string()}, opts);
+  auto status = wait_for_exit(second, 30s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_NE(exit_status_of(*status), 0);
+  std::ifstream in(output);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("pid " + std::to_string(first)), std::string::npos) << text;
+  EXPECT_TRUE(pool.router_running());
+
+  pool.kill_router();
+  pool.start_router(); // the kernel dropped the dead router's lock
+  const auto id = pool.put_job(R"({"Command":"jls"})");
+  EXPECT_FALSE(pool.wait_final_reply(id).empty());
+}
+
 TEST_F(RouterTest, SigtermExitsZero) {
   test_pool pool(server);
   pool.start_router();
