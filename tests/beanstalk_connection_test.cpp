@@ -1,1 +1,144 @@
+// The Asio connection against a real beanstalkd.
+
+#include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include <gtest/gtest.h>
+
+#include <functional>
+
+#include "bs_router/beanstalk_connection.hpp"
+#include "support/beanstalkd_server.hpp"
+
+namespace bs_router::beanstalk {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using testing::beanstalkd_server;
+
+// Runs one coroutine to its end; a bug fails the test instead of hanging it.
+void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
+  std::exception_ptr failure;
+  bool finished = false;
+  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
+    failure = ep;
+    finished = true;
+  });
+  io.run_for(60s);
+  io.restart();
+  ASSERT_TRUE(finished) << "coroutine did not finish";
+  if (failure) std::rethrow_exception(failure);
+}
+
+boost::system::error_code error_of(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
+  boost::system::error_code ec;
+  EXPECT_NO_FATAL_FAILURE(run(io, [&]() -> asio::awaitable<void> {
+    try {
+      co_await body();
+    } catch (const boost::system::system_error& e) {
+      ec = e.code();
+    }
+  }));
+  return ec;
+}
+
+TEST(BeanstalkConnection, ProducerAndWorkerRoundTrip) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection producer(io.get_executor());
+  connection worker(io.get_executor());
+  const std::string body = "line one\r\nline two\r\n\0 with a NUL";
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await producer.connect(server.host(), server.port(), 5s);
+    co_await worker.connect(server.host(), server.port(), 5s);
+    co_await producer.use("cbsd_test");
+    EXPECT_EQ(co_await worker.watch("cbsd_test"), 2u);
+    EXPECT_EQ(co_await worker.ignore("default"), 1u);
+    const std::uint64_t id = co_await producer.put(7, 0, 30, body);
+    auto job = co_await worker.reserve_with_timeout(5s);
+    EXPECT_TRUE(job.has_value());
+    if (!job) co_return;
+    EXPECT_EQ(job->id, id);
+    EXPECT_EQ(job->body, body);
+    co_await worker.bury(id, 3);
+    auto stats = co_await producer.stats_job(id);
+    EXPECT_TRUE(stats.has_value());
+    EXPECT_EQ(stats->at("state"), "buried");
+    EXPECT_EQ(stats->at("pri"), "3");
+    auto peeked = co_await producer.peek(id);
+    EXPECT_TRUE(peeked && peeked->body == body);
+    // Any connection may delete a buried job: the publisher does.
+    EXPECT_TRUE(co_await producer.remove(id));
+    EXPECT_FALSE(co_await producer.remove(id));
+    EXPECT_FALSE((co_await producer.stats_job(id)).has_value());
+    EXPECT_FALSE((co_await producer.peek(id)).has_value());
+    auto all = co_await producer.stats();
+    EXPECT_EQ(all.at("max-job-size"), "65535");
+  });
+}
+
+TEST(BeanstalkConnection, ReserveTimesOutWithNothing) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection worker(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await worker.connect(server.host(), server.port(), 5s);
+    co_await worker.watch("empty_tube");
+    EXPECT_FALSE((co_await worker.reserve_with_timeout(0s)).has_value());
+    EXPECT_TRUE(worker.is_open());
+  });
+}
+
+TEST(BeanstalkConnection, ServerErrorWordsBecomeErrorCodes) {
+  beanstalkd_server::options opts;
+  opts.max_job_size = 100;
+  beanstalkd_server server(opts);
+  asio::io_context io;
+  connection conn(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> { co_await conn.connect(server.host(), server.port(), 5s); });
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.put(0, 0, 5, std::string(200, 'x')); }),
+            errc::job_too_big);
+  // The connection stays in step after an error word.
+  run(io, [&]() -> asio::awaitable<void> { EXPECT_GT(co_await conn.put(0, 0, 5, "small"), 0u); });
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.ignore("default"); }), errc::not_ignored);
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.bury(424242, 0); }), errc::not_found);
+}
+
+TEST(BeanstalkConnection, ASilentServerIsNoticedByTheDeadline) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection conn(io.get_executor());
+  conn.set_command_deadline(1s);
+  run(io, [&]() -> asio::awaitable<void> { co_await conn.connect(server.host(), server.port(), 5s); });
+  server.suspend();
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.reserve_with_timeout(1s); }), errc::timed_out);
+  EXPECT_FALSE(conn.is_open());
+  server.resume();
+}
+
+TEST(BeanstalkConnection, AKilledServerFailsTheCallAndAllowsReconnecting) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection conn(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> { co_await conn.connect(server.host(), server.port(), 5s); });
+  server.kill();
+  EXPECT_TRUE(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.reserve_with_timeout(5s); }));
+  EXPECT_FALSE(conn.is_open());
+  EXPECT_TRUE(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.connect(server.host(), server.port(), 5s); }));
+  server.restart();
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.connect(server.host(), server.port(), 5s);
+    EXPECT_GT(co_await conn.put(0, 0, 5, "again"), 0u);
+  });
+}
+
+TEST(BeanstalkConnection, BadTubeNamesNeverReachTheWire) {
+  asio::io_context io;
+  connection conn(io.get_executor());
+  EXPECT_THROW(run(io, [&]() -> asio::awaitable<void> { co_await conn.use("-bad"); }), std::invalid_argument);
+}
+
+} // namespace
+} // namespace bs_router::beanstalk
