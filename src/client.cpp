@@ -142,7 +142,7 @@ struct client_run {
 int run_client(const client_options& options, std::ostream& out, std::ostream& err) {
   config cfg;
   try {
-    cfg = load_config(options.config_path);
+    cfg = load_client_config(options.config_path);
   } catch (const config_error& ex) {
     err << "bs_router-client: " << ex.what() << "\n";
     return client_exit::config;

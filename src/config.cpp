@@ -340,7 +340,9 @@ config parse_config(const std::string& json_text, const std::string& source, con
   return cfg;
 }
 
-config load_config(const std::string& path, const config_overrides& overrides) {
+namespace {
+
+std::string read_config_file(const std::string& path) {
   auto cannot_read = [&path](int error) { return config_error(path + ": cannot read: " + std::strerror(error)); };
 
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -363,7 +365,29 @@ config load_config(const std::string& path, const config_overrides& overrides) {
     }
   }
   ::close(fd);
-  return parse_config(text, path, overrides);
+  return text;
+}
+
+} // namespace
+
+config load_config(const std::string& path, const config_overrides& overrides) {
+  return parse_config(read_config_file(path), path, overrides);
+}
+
+config load_client_config(const std::string& path) {
+  std::string text = read_config_file(path);
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_object()) {
+    // The client needs only the broker part; the Go client's config had no
+    // pool keys, so stand-ins fill what it leaves out.
+    const nlohmann::json stand_ins = {{"cbsdenv", "/"}, {"broker", "beanstalkd"}, {"logfile", "/dev/null"}};
+    for (const auto& [key, value] : stand_ins.items())
+      if (!doc.contains(key)) doc[key] = value;
+    if (doc.contains("beanstalkd") && doc["beanstalkd"].is_object() && !doc["beanstalkd"].contains("logdir"))
+      doc["beanstalkd"]["logdir"] = "/tmp";
+    text = doc.dump();
+  }
+  return parse_config(text, path);
 }
 
 void check_workspace(const config& cfg) {

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "bs_router/client.hpp"
+
+#include <fstream>
 #include "support/beanstalkd_server.hpp"
 #include "support/test_pool.hpp"
 
@@ -76,6 +78,23 @@ TEST_F(ClientTest, UnreachableBrokerExits69) {
   int status = run_client({"-config", pool.config_path().string(), "--timeout", "5", "jls"}, &out, &err);
   EXPECT_EQ(status, client_exit::unavailable);
   EXPECT_NE(err.find("cannot put the job"), std::string::npos) << err;
+}
+
+TEST_F(ClientTest, AcceptsTheGoClientsConfigWithoutPoolKeys) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto client_config = pool.dir() / "client.json";
+  std::ofstream(client_config) << json{{"broker", "beanstalkd"},
+                                       {"beanstalkd", {{"uri", server.uri()},
+                                                       {"tube", pool.tube()},
+                                                       {"reply_tube_prefix", pool.reply_tube_prefix()},
+                                                       {"reconnect_timeout", 1},
+                                                       {"reserve_timeout", 1},
+                                                       {"publish_timeout", 5}}}}
+                                           .dump();
+  std::string out, err;
+  EXPECT_EQ(run_client({"-config", client_config.string(), "jls"}, &out, &err), 0) << err;
+  EXPECT_EQ(out, "fake cbsd: jls ok\n");
 }
 
 TEST(ClientExit, ErrCodeMapsToExitStatus) {

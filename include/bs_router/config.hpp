@@ -64,6 +64,9 @@ struct config_overrides {
 };
 
 config load_config(const std::string& path, const config_overrides& overrides = {});
+// For bs_router-client: only cbsdenv-independent keys are required (the
+// beanstalkd part); the daemon's own keys may be absent.
+config load_client_config(const std::string& path);
 config parse_config(const std::string& json_text, const std::string& source,
                     const config_overrides& overrides = {});
 
