@@ -174,7 +174,7 @@ awaitable<void> router::connect(beanstalk::connection& conn) {
 
 bool router::can_take_more() const {
   return !stopping_ && running_ + ready_.size() < static_cast<std::size_t>(cfg_.max_jobs) &&
-         waiting_for_jname() < static_cast<std::size_t>(cfg_.max_waiting) + 1;
+         waiting_for_jname() <= static_cast<std::size_t>(cfg_.max_waiting);
 }
 
 std::size_t router::waiting_for_jname() const {
@@ -624,6 +624,16 @@ void router::request_stop() {
   worker_.close();
   worker_sleep_.cancel();
   prune_timer_.cancel();
+  // Jobs that never got a slot did not run: the next start runs them.
+  for (const job_ptr& job : ready_) {
+    if (job->entry.state != journal_state::running) continue;
+    job->entry.state = journal_state::accepted;
+    try {
+      save(job);
+    } catch (const std::exception& ex) {
+      log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+    }
+  }
   capacity_changed_.notify();
   outbox_changed_.notify();
   shutdown_timer_.expires_after(std::chrono::seconds(cfg_.shutdown_timeout));

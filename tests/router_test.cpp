@@ -410,6 +410,22 @@ TEST_F(RouterTest, ASecondRouterForThePoolRefusesToStartAndACrashLeavesNoStaleLo
   EXPECT_FALSE(pool.wait_final_reply(id).empty());
 }
 
+TEST_F(RouterTest, PerJobFilesAreKeptWithinTheConfiguredCount) {
+  test_pool pool(server, json{{"joblog_max_files", 2}});
+  pool.start_router();
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(pool.put_job(R"({"Command":"jls"})"));
+    ASSERT_FALSE(pool.wait_final_reply(ids.back()).empty());
+  }
+  EXPECT_EQ(pool.stop_router(), 0);
+  pool.start_router(); // prunes when it starts, then every 10 minutes
+  ASSERT_TRUE(wait_until([&] { return !std::filesystem::exists(pool.logdir() / (std::to_string(ids[1]) + ".out")); }));
+  EXPECT_FALSE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[0]) + ".cmd")));
+  EXPECT_TRUE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[2]) + ".out")));
+  EXPECT_TRUE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[3]) + ".out")));
+}
+
 TEST_F(RouterTest, SigtermExitsZero) {
   test_pool pool(server);
   pool.start_router();
