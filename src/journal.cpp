@@ -128,6 +128,15 @@ void journal::save(const journal_entry& entry) const {
   }
   ::close(fd);
   if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
+  if (sync_) {
+    // The rename itself must reach the disk too, or a power cut could bring
+    // back the previous state.
+    int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (dir_fd >= 0) {
+      ::fsync(dir_fd);
+      ::close(dir_fd);
+    }
+  }
 }
 
 void journal::remove(std::uint64_t job_id) const {

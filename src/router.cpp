@@ -37,6 +37,9 @@ struct router::job_state {
   std::string jname; // empty: no jname, runs without waiting for another job
   std::string live_output;  // output not yet sent as a progress reply
   bool live_queued = false; // in live_outbox_
+  // Journaled, but whether the broker holds the job buried is not known: a
+  // journal of an earlier life, or a bury whose answer was lost.
+  bool unconfirmed = false;
 };
 
 namespace {
@@ -45,6 +48,12 @@ std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// What went wrong, for the log: an error code's message, or the exception's text.
+std::string failure_text(const std::exception& ex) {
+  if (auto* sys = dynamic_cast<const boost::system::system_error*>(&ex)) return sys->code().message();
+  return ex.what();
 }
 
 std::string describe_job(std::uint64_t id, const std::optional<job_request>& req) {
@@ -121,9 +130,8 @@ void router::start(std::function<void()> on_done) {
       asio::detached);
 }
 
-// Jobs of an earlier life of the router: a run that was going on when it died
-// has an unknown outcome; a job that had not started runs now; a recorded
-// reply is put.
+// Jobs of an earlier life of the router. Recorded replies go out; the rest
+// are checked against the broker before anything runs (confirm_jobs).
 void router::recover() {
   std::vector<std::string> problems;
   std::vector<journal_entry> entries = journal_.load(&problems);
@@ -135,28 +143,60 @@ void router::recover() {
     job->request = decoded.job;
     if (job->request && job->request->jname) job->jname = *job->request->jname;
     in_flight_[job->entry.job_id] = job;
+    if (job->entry.state == journal_state::finished) {
+      outbox_.push_back(job);
+    } else {
+      job->unconfirmed = true;
+      unconfirmed_.push_back(job);
+    }
+  }
+  if (!entries.empty()) log_->info("journal: {} jobs recovered from {}", entries.size(), journal_.dir());
+}
+
+// Settles each unconfirmed job with the broker. Buried and the same job: it
+// is ours; a run that was going on has an unknown outcome, a job that had
+// not started runs now. Not buried: the bury never happened, so cbsd never
+// ran, and the job is simply reserved again. Gone: nothing to answer.
+awaitable<void> router::confirm_jobs() {
+  while (!unconfirmed_.empty()) {
+    job_ptr job = unconfirmed_.front();
+    const std::uint64_t id = job->entry.job_id;
+    auto current = in_flight_.find(id);
+    if (current == in_flight_.end() || current->second != job || !job->unconfirmed) {
+      unconfirmed_.pop_front();
+      continue;
+    }
+    std::optional<beanstalk::stats_map> stats = co_await worker_.stats_job(id);
+    const bool buried = stats && stats->count("state") && stats->at("state") == "buried";
+    const bool ours = buried && co_await still_in_broker(worker_, job->entry, nullptr);
+    unconfirmed_.pop_front();
+    job->unconfirmed = false;
+    const std::string what = describe_job(id, job->request);
+    if (!ours) {
+      log_->info("{}: not buried in the broker (never started, or gone); the journal entry is dropped", what);
+      forget(job);
+      continue;
+    }
     switch (job->entry.state) {
       case journal_state::running: {
-        log_->warn("{}: was running when the router stopped; its outcome is unknown",
-                   describe_job(job->entry.job_id, job->request));
+        log_->warn("{}: was running when the router stopped; its outcome is unknown", what);
         reply r;
-        r.job_id = job->entry.job_id;
+        r.job_id = id;
         r.err_code = router_errcode::interrupted;
         r.message = "bs_router: the router stopped while this job ran; its outcome is unknown";
         answer(job, std::move(r));
         break;
       }
       case journal_state::accepted:
-        log_->info("{}: taken before a restart and not started; it runs now",
-                   describe_job(job->entry.job_id, job->request));
+        log_->info("{}: taken earlier and not started; it runs now", what);
         schedule(job);
         break;
       case journal_state::finished:
         outbox_.push_back(job);
+        outbox_changed_.notify();
         break;
     }
   }
-  if (!entries.empty()) log_->info("journal: {} jobs recovered from {}", entries.size(), journal_.dir());
   start_ready_jobs();
 }
 
@@ -193,6 +233,7 @@ awaitable<void> router::worker_loop() {
       co_await worker_.ignore("default");
       log_->info("connected to {}; watching tube {}", cfg_.beanstalkd.uri, cfg_.beanstalkd.tube);
       failures = 0;
+      co_await confirm_jobs();
       while (!stopping_) {
         if (!can_take_more()) {
           co_await capacity_changed_.wait();
@@ -202,12 +243,14 @@ awaitable<void> router::worker_loop() {
             co_await worker_.reserve_with_timeout(std::chrono::seconds(cfg_.beanstalkd.reserve_timeout));
         if (job) co_await accept(std::move(*job));
       }
-    } catch (const boost::system::system_error& ex) {
+    } catch (const std::exception& ex) {
+      // One failure path: broker errors, and the journal failing to record a
+      // job (the job was not buried, so the broker gives it back).
       worker_.close();
       if (stopping_) break;
       ++failures;
       log_->warn("broker {}: {}; reconnecting in {} s (attempt {})", cfg_.beanstalkd.uri,
-                 ex.code().message(), cfg_.beanstalkd.reconnect_timeout, failures);
+                 failure_text(ex), cfg_.beanstalkd.reconnect_timeout, failures);
       failed = true;
     }
     if (failed) co_await sleep_on(worker_sleep_, std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout));
@@ -242,6 +285,9 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   const std::uint64_t id = reserved.id;
   const std::int64_t now = unix_now();
 
+  if (auto old = in_flight_.find(id); old != in_flight_.end() && old->second->unconfirmed) {
+    forget(old->second); // its bury never happened: this is the same job, not yet run
+  }
   if (auto old = in_flight_.find(id); old != in_flight_.end()) {
     // Either the same job back again (an operator kicked it) or a broker
     // that restarted without its binlog and reuses ids.
@@ -288,13 +334,27 @@ awaitable<void> router::accept(beanstalk::job reserved) {
 
   try {
     save(job);
-    co_await worker_.bury(id, 0);
   } catch (...) {
-    // Not buried: the broker gives the job back when this connection closes,
-    // and nothing ran. Undo, then fail the connection.
-    in_flight_.erase(id);
-    journal_.remove(id);
+    in_flight_.erase(id); // not recorded, not buried: the broker gives it back
     throw;
+  }
+  bool buried = false;
+  try {
+    co_await worker_.bury(id, 0);
+    buried = true;
+  } catch (...) {
+  }
+  if (!buried) {
+    // The broker may or may not have buried it before the connection failed:
+    // nothing runs until the next connection finds out (confirm_jobs).
+    if (job->entry.state == journal_state::running) {
+      job->entry.state = journal_state::accepted;
+      save(job);
+    }
+    job->unconfirmed = true;
+    unconfirmed_.push_back(job);
+    throw boost::system::system_error(beanstalk::make_error_code(beanstalk::errc::timed_out),
+                                      "bury of job " + std::to_string(id) + " not confirmed");
   }
 
   if (job->entry.state == journal_state::finished) {
@@ -601,12 +661,12 @@ awaitable<void> router::publisher_loop() {
       }
       forget(job);
       if (!outbox_.empty() && outbox_.front() == job) outbox_.pop_front();
-    } catch (const boost::system::system_error& ex) {
+    } catch (const std::exception& ex) {
       publisher_.close();
       if (!publisher_failing_) {
         // Once, not per attempt: the worker already logs each reconnect.
         log_->warn("cannot put the reply of job {}: {}; {} replies wait in the journal until the broker is back",
-                   job->entry.job_id, ex.code().message(), outbox_.size());
+                   job->entry.job_id, failure_text(ex), outbox_.size());
         publisher_failing_ = true;
       }
       failed = true;

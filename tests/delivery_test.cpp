@@ -198,6 +198,32 @@ TEST(Delivery, AReusedJobIdIsNotMistakenForTheOldJob) {
   ASSERT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
 }
 
+// A crash after the journal write and before the bury: the entry says
+// "running" but the broker never buried the job, so cbsd never started.
+TEST(Delivery, AJournalEntryWhoseJobWasNeverBuriedRunsTheJobOnce) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  const std::string body_text = R"({"Command":"jcreate","CommandArgs":{"fake_stdout":"ran\n"}})";
+  const auto id = pool.put_job(body_text);
+  const auto gone = pool.put_job(R"({"Command":"jremove"})");
+  ASSERT_TRUE(pool.client().delete_job(gone));
+  fs::create_directories(pool.statedir());
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch()).count();
+  for (auto [job, state, text] : {std::tuple{id, "running", body_text},
+                                  std::tuple{gone, "accepted", std::string(R"({"Command":"jremove"})")}})
+    std::ofstream(pool.statedir() / (std::to_string(job) + ".json"))
+        << json{{"job_id", job}, {"state", state}, {"body", text}, {"reserved_at", now}}.dump();
+  pool.start_router();
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(replies.back()["Message"], "ran\n");
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  EXPECT_TRUE(pool.runs_of("jremove").empty()); // its job is gone from the broker
+  ASSERT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
+}
+
 TEST(Delivery, SigtermLetsRunningJobsFinishAndTakesNoMore) {
   beanstalkd_server server;
   test_pool pool(server);

@@ -75,6 +75,7 @@ class router {
                                                const std::string* body);
 
   void recover();
+  boost::asio::awaitable<void> confirm_jobs();
   void schedule(const job_ptr& job);
   void start_ready_jobs();
   void finish_run(const job_ptr& job);
@@ -100,7 +101,8 @@ class router {
   std::map<std::string, std::deque<job_ptr>> busy_jnames_; // jname -> jobs waiting behind the running one
   std::deque<job_ptr> ready_;                             // runnable, waiting for a slot
   std::deque<job_ptr> outbox_;                            // finished, reply to put
-  std::deque<job_ptr> live_outbox_;                       // running, new output to send (progress)
+  std::deque<job_ptr> live_outbox_;
+  std::deque<job_ptr> unconfirmed_;                       // to settle with the broker before reserving                       // running, new output to send (progress)
   int running_ = 0;
 
   async_event capacity_changed_;
