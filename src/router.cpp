@@ -100,6 +100,12 @@ router::~router() = default;
 
 void router::start(std::function<void()> on_done) {
   on_done_ = std::move(on_done);
+  if (!cfg_.metrics_listen.empty()) {
+    metrics_server_ = std::make_unique<metrics_server>(io_, cfg_.metrics_host, cfg_.metrics_port,
+                                                       [this] { return render_metrics(); });
+    metrics_server_->start();
+    log_->info("metrics on http://{}/metrics", cfg_.metrics_listen);
+  }
   recover();
   auto report = [this](const char* what) {
     return [this, what](std::exception_ptr ep) {
@@ -232,6 +238,7 @@ awaitable<void> router::worker_loop() {
       co_await worker_.watch(cfg_.beanstalkd.tube);
       co_await worker_.ignore("default");
       log_->info("connected to {}; watching tube {}", cfg_.beanstalkd.uri, cfg_.beanstalkd.tube);
+      broker_connected_ = true;
       failures = 0;
       co_await confirm_jobs();
       while (!stopping_) {
@@ -247,8 +254,10 @@ awaitable<void> router::worker_loop() {
       // One failure path: broker errors, and the journal failing to record a
       // job (the job was not buried, so the broker gives it back).
       worker_.close();
+      broker_connected_ = false;
       if (stopping_) break;
       ++failures;
+      metrics_.reconnect();
       log_->warn("broker {}: {}; reconnecting in {} s (attempt {})", cfg_.beanstalkd.uri,
                  failure_text(ex), cfg_.beanstalkd.reconnect_timeout, failures);
       failed = true;
@@ -256,6 +265,7 @@ awaitable<void> router::worker_loop() {
     if (failed) co_await sleep_on(worker_sleep_, std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout));
   }
   worker_.close();
+  broker_connected_ = false;
   worker_stopped_ = true;
   check_done();
 }
@@ -358,6 +368,7 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   }
 
   if (job->entry.state == journal_state::finished) {
+    metrics_.job_finished("bad_input", -1);
     outbox_.push_back(job);
     outbox_changed_.notify();
   } else {
@@ -531,7 +542,31 @@ void router::finish_run(const job_ptr& job) {
   capacity_changed_.notify();
 }
 
+namespace {
+const char* outcome_name(long long err_code) {
+  switch (err_code) {
+    case 0: return "ok";
+    case router_errcode::bad_input: return "bad_input";
+    case router_errcode::start_failed: return "start_failed";
+    case router_errcode::timed_out: return "timed_out";
+    case router_errcode::interrupted: return "interrupted";
+    case router_errcode::killed: return "killed";
+    default: return "failed";
+  }
+}
+} // namespace
+
+std::string router::render_metrics() {
+  // Gauges are read off the router's state when asked, not kept in step.
+  metrics_.set_jobs_running(static_cast<std::size_t>(running_));
+  metrics_.set_jobs_waiting(ready_.size() + waiting_for_jname());
+  metrics_.set_replies_waiting(outbox_.size());
+  metrics_.set_broker_connected(broker_connected_);
+  return metrics_.render();
+}
+
 void router::answer(const job_ptr& job, reply r) {
+  metrics_.job_finished(outcome_name(r.err_code), r.duration_seconds);
   job->entry.state = journal_state::finished;
   job->entry.result = std::move(r);
   try {
@@ -712,6 +747,7 @@ void router::check_done() {
   if (done_ || !stopping_ || !worker_stopped_ || running_ != 0 || !outbox_.empty()) return;
   done_ = true;
   shutdown_timer_.cancel();
+  if (metrics_server_) metrics_server_->stop();
   publisher_sleep_.cancel();
   log_->info("stopped");
   if (on_done_) on_done_();

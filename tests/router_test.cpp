@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -424,6 +429,59 @@ TEST_F(RouterTest, PerJobFilesAreKeptWithinTheConfiguredCount) {
   EXPECT_FALSE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[0]) + ".cmd")));
   EXPECT_TRUE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[2]) + ".out")));
   EXPECT_TRUE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[3]) + ".out")));
+}
+
+// A loopback port nobody holds right now.
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET over a plain socket; the whole response, headers included.
+std::string http_get(std::uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  std::string response;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return response;
+}
+
+TEST_F(RouterTest, ServesPrometheusMetrics) {
+  const std::uint16_t port = free_port();
+  test_pool pool(server, json{{"metrics_listen", "127.0.0.1:" + std::to_string(port)}});
+  pool.start_router();
+  for (const char* body : {R"({"Command":"jls"})", R"({"Command":"jls","CommandArgs":{"fake_exit":2}})", "nonsense"}) {
+    const auto id = pool.put_job(body);
+    ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  }
+  const std::string response = http_get(port, "/metrics");
+  EXPECT_EQ(response.rfind("HTTP/1.0 200", 0), 0u) << response;
+  EXPECT_NE(response.find("bs_router_jobs_total{outcome=\"ok\"} 1\n"), std::string::npos) << response;
+  EXPECT_NE(response.find("bs_router_jobs_total{outcome=\"failed\"} 1\n"), std::string::npos);
+  EXPECT_NE(response.find("bs_router_jobs_total{outcome=\"bad_input\"} 1\n"), std::string::npos);
+  EXPECT_NE(response.find("bs_router_job_duration_seconds_count 2\n"), std::string::npos);
+  EXPECT_NE(response.find("bs_router_broker_connected 1\n"), std::string::npos);
+  EXPECT_NE(response.find("bs_router_jobs_running 0\n"), std::string::npos);
+  EXPECT_EQ(http_get(port, "/").rfind("HTTP/1.0 404", 0), 0u);
 }
 
 TEST_F(RouterTest, SigtermExitsZero) {

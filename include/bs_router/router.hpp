@@ -34,6 +34,7 @@
 #include "bs_router/job.hpp"
 #include "bs_router/job_files.hpp"
 #include "bs_router/journal.hpp"
+#include "bs_router/metrics.hpp"
 #include "bs_router/process.hpp"
 #include "bs_router/reply.hpp"
 
@@ -85,6 +86,7 @@ class router {
   std::size_t waiting_for_jname() const;
   void check_done();
   void save(const job_ptr& job);
+  std::string render_metrics();
 
   boost::asio::io_context& io_;
   config cfg_;
@@ -111,6 +113,10 @@ class router {
   boost::asio::steady_timer publisher_sleep_;
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer prune_timer_;
+
+  metrics metrics_;
+  std::unique_ptr<metrics_server> metrics_server_;
+  bool broker_connected_ = false;
 
   bool stopping_ = false;
   bool worker_stopped_ = false;

@@ -18,7 +18,8 @@ class beanstalkd_server {
     std::size_t max_job_size = 0; // non-zero: -z N
   };
 
-  static constexpr const char* executable = "/usr/bin/beanstalkd";
+  // Found by CMake (/usr/bin on Debian, /usr/local/bin on FreeBSD).
+  static constexpr const char* executable = BEANSTALKD_PATH;
   static bool available();
 
   // Starts the server and returns once it accepts connections; throws
