@@ -179,7 +179,8 @@ awaitable<void> router::confirm_jobs() {
     job->unconfirmed = false;
     const std::string what = describe_job(id, job->request);
     if (!ours) {
-      log_->info("{}: not buried in the broker (never started, or gone); the journal entry is dropped", what);
+      log_->info("{}: not buried in the broker as taken (never started, gone, or another job with its id); "
+                 "the journal entry is dropped", what);
       forget(job);
       continue;
     }
@@ -258,7 +259,7 @@ awaitable<void> router::worker_loop() {
       if (stopping_) break;
       ++failures;
       metrics_.reconnect();
-      log_->warn("broker {}: {}; reconnecting in {} s (attempt {})", cfg_.beanstalkd.uri,
+      log_->warn("serving {}: {}; reconnecting in {} s (attempt {})", cfg_.beanstalkd.uri,
                  failure_text(ex), cfg_.beanstalkd.reconnect_timeout, failures);
       failed = true;
     }
@@ -348,23 +349,26 @@ awaitable<void> router::accept(beanstalk::job reserved) {
     in_flight_.erase(id); // not recorded, not buried: the broker gives it back
     throw;
   }
-  bool buried = false;
+  std::exception_ptr bury_failure;
   try {
     co_await worker_.bury(id, 0);
-    buried = true;
   } catch (...) {
+    bury_failure = std::current_exception();
   }
-  if (!buried) {
+  if (bury_failure) {
     // The broker may or may not have buried it before the connection failed:
     // nothing runs until the next connection finds out (confirm_jobs).
-    if (job->entry.state == journal_state::running) {
-      job->entry.state = journal_state::accepted;
-      save(job);
-    }
     job->unconfirmed = true;
     unconfirmed_.push_back(job);
-    throw boost::system::system_error(beanstalk::make_error_code(beanstalk::errc::timed_out),
-                                      "bury of job " + std::to_string(id) + " not confirmed");
+    if (job->entry.state == journal_state::running) {
+      job->entry.state = journal_state::accepted;
+      try {
+        save(job);
+      } catch (const std::exception& ex) {
+        log_->error("job {}: journal: {}", id, ex.what());
+      }
+    }
+    std::rethrow_exception(bury_failure);
   }
 
   if (job->entry.state == journal_state::finished) {
@@ -668,8 +672,8 @@ awaitable<void> router::publisher_loop() {
           job->live_queued = true;
           live_outbox_.push_back(job);
         }
-      } catch (const boost::system::system_error& ex) {
-        publisher_.close();
+      } catch (const std::exception&) {
+        publisher_.close(); // the final reply's path logs the outage
         failed = true;
       }
       if (failed) co_await sleep_on(publisher_sleep_, std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout));
