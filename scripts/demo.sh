@@ -10,8 +10,9 @@ cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target bs_router bs_rou
 
 pool=$(mktemp -d /tmp/bs_router-demo.XXXXXX)
 cleanup() {
-  [ -n "${router_pid:-}" ] && kill "$router_pid" 2>/dev/null && wait "$router_pid" 2>/dev/null
-  [ -n "${broker_pid:-}" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+  # Statuses of processes we stop here are not the demo's own.
+  if [ -n "${router_pid:-}" ]; then kill "$router_pid" 2>/dev/null || true; wait "$router_pid" 2>/dev/null || true; fi
+  if [ -n "${broker_pid:-}" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
   rm -rf "$pool"
 }
 trap cleanup EXIT INT TERM
