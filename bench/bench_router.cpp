@@ -1,0 +1,839 @@
+// bench_router: how close bs_router comes to the limit the machine itself sets.
+//
+// The limit is measured in the same run: spawning the cbsd stand-in directly
+// (posix_spawn + waitpid), once before and once after the router's runs. Every
+// router figure is then a ratio to it: a slower machine lowers both sides, so
+// ratios from different machines compare where raw rates would not. (A
+// machine whose load changes during the run still moves them; the two
+// baselines show by how much.)
+//
+// What runs: a beanstalkd of its own on a free loopback port per measurement,
+// the real bs_router with a generated pool (under TMPDIR, so TMPDIR chooses
+// the filesystem of its journal and job files) whose cbsd_path is the
+// stand-in, and this program as the controller. Nothing here is a test: the
+// exit status is 0 when every measurement ran, whatever the figures.
+
+#include "support/beanstalk_test_client.hpp"
+#include "support/beanstalkd_server.hpp"
+#include "support/test_pool.hpp"
+#include "support/wait.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/fmt/fmt.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <spawn.h>
+#include <stdexcept>
+#include <string>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using namespace bs_router::testing;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+using nlohmann::json;
+
+constexpr const char* cbsd_stub_path = CBSD_STUB_PATH;
+constexpr int parallel_spawns = 8; // the baseline's "in flight" beside the sequential one
+constexpr int router_max_jobs[] = {1, 8};
+// A job with jname costs its own run plus the Guid and DskGuid look-ups.
+constexpr std::size_t runs_per_jname_job = 3;
+// The first put-to-reply round trips pay for cold caches, not for the router.
+constexpr std::size_t latency_warmup_runs = 5;
+// With jobs waiting in the tube, memory is read once this many were answered.
+constexpr std::size_t answered_before_memory_reading = 300;
+// The router has nothing to do yet; this only lets its start-up settle.
+constexpr auto idle_settle_time = 500ms;
+// A burst is done when the broker holds every reply: asked this often.
+constexpr auto broker_poll_interval = 5ms;
+constexpr std::chrono::seconds reply_wait_limit{10};
+
+// Targets of issue 4.
+constexpr double target_burst_ratio = 0.80;
+constexpr double target_latency_over_spawn_ms = 1.0;
+constexpr double target_peak_rss_mb = 10.0;
+
+struct settings {
+  std::size_t jobs = 2000;
+  std::size_t latency_runs = 200;
+  std::size_t waiting_jobs = 10000;
+  std::string journal_dir; // non-empty: extra runs with each router's statedir under it
+};
+
+// --- small helpers ---------------------------------------------------------------
+
+double seconds_between(steady::time_point from, steady::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+double milliseconds_between(steady::time_point from, steady::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// Nearest rank: the smallest sample with at least `fraction` of all at or below it.
+double percentile(std::vector<double> samples, double fraction) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  const auto rank = static_cast<std::size_t>(std::ceil(fraction * static_cast<double>(samples.size())));
+  return samples[std::clamp<std::size_t>(rank, 1, samples.size()) - 1];
+}
+
+std::string megabytes(std::optional<long> kilobytes) {
+  if (!kilobytes) return "n/a";
+  return fmt::format("{:.1f}", static_cast<double>(*kilobytes) / 1024.0);
+}
+
+std::string load_average() {
+  double load[3];
+  if (getloadavg(load, 3) != 3) return "n/a";
+  return fmt::format("{:.2f} {:.2f} {:.2f}", load[0], load[1], load[2]);
+}
+
+// A "Name:   1234 kB" field of /proc/<pid>/status. Linux only; elsewhere the
+// callers fall back to wait4's ru_maxrss or report n/a.
+std::optional<long> proc_status_kb([[maybe_unused]] pid_t pid,
+                                   [[maybe_unused]] const std::string& field) {
+#ifdef __linux__
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  const std::string prefix = field + ":";
+  while (std::getline(status, line)) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    return std::stol(line.substr(prefix.size()));
+  }
+#endif
+  return std::nullopt;
+}
+
+// CPU time a process used itself and the CPU time of its children it has
+// reaped, in milliseconds.
+struct cpu_split {
+  double own_ms = 0;
+  double children_ms = 0;
+};
+
+// From /proc/<pid>/stat (Linux): a running router's own figures, which
+// wait4 would only give once it has exited, and mixed with its children's.
+std::optional<cpu_split> proc_cpu([[maybe_unused]] pid_t pid) {
+#ifdef __linux__
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  std::getline(stat, text);
+  // The command name (field 2) may hold spaces; fields after it are plain.
+  const auto after_name = text.rfind(')');
+  if (after_name == std::string::npos) return std::nullopt;
+  std::istringstream fields(text.substr(after_name + 2));
+  std::vector<std::string> values;
+  for (std::string v; fields >> v;) values.push_back(v);
+  // Fields 14..17 of the file (utime stime cutime cstime) are 11..14 here,
+  // counted from field 3.
+  if (values.size() < 15) return std::nullopt;
+  const double ms_per_tick = 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  cpu_split cpu;
+  cpu.own_ms = (std::stod(values[11]) + std::stod(values[12])) * ms_per_tick;
+  cpu.children_ms = (std::stod(values[13]) + std::stod(values[14])) * ms_per_tick;
+  return cpu;
+#else
+  return std::nullopt;
+#endif
+}
+
+double cpu_ms(const rusage& usage) {
+  return (static_cast<double>(usage.ru_utime.tv_sec) + static_cast<double>(usage.ru_stime.tv_sec)) * 1000.0 +
+         (static_cast<double>(usage.ru_utime.tv_usec) + static_cast<double>(usage.ru_stime.tv_usec)) / 1000.0;
+}
+
+// getrusage is POSIX: the baseline's CPU cost needs no /proc.
+cpu_split cpu_now() {
+  rusage self{};
+  rusage children{};
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_CHILDREN, &children);
+  return {cpu_ms(self), cpu_ms(children)};
+}
+
+// --- the baseline: the stand-in spawned directly ---------------------------------
+
+// posix_spawn with the stand-in's output going to /dev/null: what it prints is
+// not what is measured, and a pipe would have to be read.
+class stub_spawner {
+ public:
+  stub_spawner() {
+    posix_spawn_file_actions_init(&actions_);
+    posix_spawn_file_actions_addopen(&actions_, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions_, STDOUT_FILENO, STDERR_FILENO);
+  }
+  ~stub_spawner() { posix_spawn_file_actions_destroy(&actions_); }
+  stub_spawner(const stub_spawner&) = delete;
+  stub_spawner& operator=(const stub_spawner&) = delete;
+
+  pid_t start() const {
+    char* argv[] = {const_cast<char*>(cbsd_stub_path), nullptr};
+    pid_t pid = -1;
+    if (const int error = posix_spawn(&pid, cbsd_stub_path, &actions_, nullptr, argv, environ))
+      throw std::runtime_error(fmt::format("posix_spawn {}: {}", cbsd_stub_path, std::strerror(error)));
+    return pid;
+  }
+
+ private:
+  posix_spawn_file_actions_t actions_;
+};
+
+void check_stub_status(int status) {
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error(fmt::format("{} did not exit 0 (wait status {})", cbsd_stub_path, status));
+}
+
+struct baseline_result {
+  double sequential_per_second = 0;
+  double parallel_per_second = 0;
+  double spawn_p50_ms = 0; // one spawn + waitpid, sequential
+  double spawn_p99_ms = 0;
+  cpu_split cpu_ms_per_spawn; // sequential: the spawning side, and the child itself
+  double fork_exec_per_second = 0; // a diagnosis: fork + execve instead of posix_spawn
+};
+
+// The router starts cbsd with fork() and execve(); posix_spawn may use a
+// vfork-like clone instead, which copies no page tables. Spawning the
+// stand-in that way too shows how much of the router's gap that choice is.
+double measure_fork_exec_rate(std::size_t spawns) {
+  char* argv[] = {const_cast<char*>(cbsd_stub_path), nullptr};
+  const int dev_null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (dev_null < 0) throw std::runtime_error(fmt::format("open /dev/null: {}", std::strerror(errno)));
+  const auto started = steady::now();
+  for (std::size_t i = 0; i < spawns; ++i) {
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error(fmt::format("fork: {}", std::strerror(errno)));
+    if (pid == 0) {
+      dup2(dev_null, STDOUT_FILENO);
+      dup2(dev_null, STDERR_FILENO);
+      execve(cbsd_stub_path, argv, environ);
+      _exit(127);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    check_stub_status(status);
+  }
+  const double rate = static_cast<double>(spawns) / seconds_between(started, steady::now());
+  close(dev_null);
+  return rate;
+}
+
+baseline_result measure_baseline(std::size_t spawns) {
+  const stub_spawner spawner;
+  baseline_result result;
+
+  std::vector<double> durations_ms;
+  durations_ms.reserve(spawns);
+  const cpu_split cpu_before = cpu_now();
+  const auto sequential_start = steady::now();
+  for (std::size_t i = 0; i < spawns; ++i) {
+    const auto started = steady::now();
+    const pid_t pid = spawner.start();
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    durations_ms.push_back(milliseconds_between(started, steady::now()));
+    check_stub_status(status);
+  }
+  result.sequential_per_second =
+      static_cast<double>(spawns) / seconds_between(sequential_start, steady::now());
+  const cpu_split cpu_after = cpu_now();
+  result.cpu_ms_per_spawn = {(cpu_after.own_ms - cpu_before.own_ms) / static_cast<double>(spawns),
+                             (cpu_after.children_ms - cpu_before.children_ms) / static_cast<double>(spawns)};
+  result.spawn_p50_ms = percentile(durations_ms, 0.50);
+  result.spawn_p99_ms = percentile(durations_ms, 0.99);
+
+  // Any child may end first, so reap whichever does. Only the stand-ins are
+  // children while this runs (no broker or router is alive), but a stranger
+  // is skipped rather than counted.
+  std::set<pid_t> in_flight;
+  std::size_t started_count = 0;
+  const auto parallel_start = steady::now();
+  while (started_count < spawns || !in_flight.empty()) {
+    while (started_count < spawns && in_flight.size() < static_cast<std::size_t>(parallel_spawns)) {
+      in_flight.insert(spawner.start());
+      ++started_count;
+    }
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(fmt::format("waitpid: {}", std::strerror(errno)));
+    }
+    if (in_flight.erase(pid) == 0) continue;
+    check_stub_status(status);
+  }
+  result.parallel_per_second =
+      static_cast<double>(spawns) / seconds_between(parallel_start, steady::now());
+  result.fork_exec_per_second = measure_fork_exec_rate(spawns);
+  return result;
+}
+
+// --- the router --------------------------------------------------------------------
+
+// The pool's config beside test_pool's defaults (which already put logfile,
+// logdir and statedir inside the pool dir and use 1 s reserve and reconnect
+// timeouts): the stand-in as cbsd, the concurrency under test, and the
+// journal elsewhere when asked.
+void configure(test_pool& pool, int max_jobs, const std::string& journal_dir) {
+  json extra = {{"cbsd_path", cbsd_stub_path}, {"max_jobs", max_jobs}};
+  if (!journal_dir.empty()) extra["statedir"] = journal_dir + "/" + pool.name();
+  pool.write_config(extra);
+}
+
+// test_pool removes its own directory; a statedir placed elsewhere is ours.
+void remove_outside_statedir(const test_pool& pool, const std::string& journal_dir) {
+  if (journal_dir.empty()) return;
+  std::error_code ignored;
+  std::filesystem::remove_all(journal_dir + "/" + pool.name(), ignored);
+}
+
+// Each job gets its own jname so that jname jobs may run side by side: the
+// router runs one job at a time per jname.
+std::string job_body(std::size_t index, bool with_jname) {
+  if (with_jname)
+    return json{{"Command", "jstart"}, {"CommandArgs", {{"jname", fmt::format("bench{}", index)}}}}.dump();
+  return json{{"Command", "jls"}, {"CommandArgs", {{"header", "0"}}}}.dump();
+}
+
+// Every put the broker took since it started: the jobs we put plus the
+// router's replies (one per job: progress replies are off).
+std::uint64_t broker_put_count(beanstalk_test_client& broker) {
+  return std::stoull(broker.stats().at("cmd-put"));
+}
+
+// Stops the router (SIGTERM, as an operator would) and returns its peak
+// resident set as its parent sees it: wait4 works on every POSIX system,
+// /proc only on Linux. ru_maxrss is in kilobytes on Linux and FreeBSD.
+std::optional<long> stop_router_and_read_peak_kb(test_pool& pool) {
+  const pid_t pid = pool.router_pid();
+  if (pid <= 0) return std::nullopt;
+  ::kill(pid, SIGTERM);
+  rusage usage{};
+  int status = 0;
+  const bool reaped = wait_until([&] { return wait4(pid, &status, WNOHANG, &usage) == pid; }, 60s);
+  if (!reaped) {
+    pool.kill_router();
+    return std::nullopt;
+  }
+  // test_pool finds its router gone (ECHILD) and forgets it.
+  pool.router_running();
+  return usage.ru_maxrss;
+}
+
+// What the stand-in makes a correct final reply look like.
+std::optional<std::string> reply_problem(const json& reply, std::uint64_t job_id, bool with_jname) {
+  if (!reply.is_object()) return "not a JSON object";
+  if (reply.value("JobID", json()) != job_id) return "JobID is not " + std::to_string(job_id);
+  if (reply.value("ErrCode", json()) != 0) return "ErrCode " + reply.value("ErrCode", json()).dump();
+  if (reply.value("Progress", json()) != 100) return "Progress is not 100";
+  if (reply.value("Message", json()) != "ok\n") return "Message is not the stand-in's output";
+  if (with_jname && (reply.value("Guid", json()) != "ok" || reply.value("DskGuid", json()) != "ok"))
+    return "Guid/DskGuid are not the look-ups' output";
+  return std::nullopt;
+}
+
+struct reply_tally {
+  std::size_t lost = 0;
+  std::size_t invalid = 0;
+  std::string first_problem;
+
+  void note(const std::string& problem) {
+    if (first_problem.empty()) first_problem = problem;
+  }
+};
+
+// Takes and checks the final reply of every job. The replies are already in
+// the broker (the caller waited for them), so nothing is waited for here.
+reply_tally collect_replies(test_pool& pool, const std::vector<std::uint64_t>& job_ids, bool with_jname) {
+  reply_tally tally;
+  for (const std::uint64_t id : job_ids) {
+    std::optional<json> reply;
+    try {
+      reply = pool.client().wait_reply(pool.reply_tube(id), 0s);
+    } catch (const std::exception& ex) {
+      ++tally.invalid;
+      tally.note(ex.what());
+      continue;
+    }
+    if (!reply) {
+      ++tally.lost;
+      tally.note(fmt::format("job {}: no reply", id));
+      continue;
+    }
+    if (const auto problem = reply_problem(*reply, id, with_jname)) {
+      ++tally.invalid;
+      tally.note(fmt::format("job {}: {}: {}", id, *problem, reply->dump()));
+    }
+  }
+  return tally;
+}
+
+struct burst_result {
+  int max_jobs = 0;
+  bool with_jname = false;
+  bool journal_elsewhere = false;
+  std::size_t jobs = 0;
+  double seconds = 0;
+  reply_tally replies;
+  std::optional<long> vm_hwm_kb;   // Linux: /proc/<pid>/status before the stop
+  std::optional<long> peak_rss_kb; // wait4 after the stop
+  std::optional<cpu_split> router_cpu_ms_per_job; // Linux: the router, and the cbsd runs it reaped
+
+  double jobs_per_second() const { return static_cast<double>(jobs) / seconds; }
+  double runs_per_second() const {
+    return jobs_per_second() * static_cast<double>(with_jname ? runs_per_jname_job : 1);
+  }
+};
+
+// All jobs go on the tube first, then the router starts: the time is the
+// router draining a full tube, from its exec to the broker holding the last
+// reply, start-up included.
+burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const std::string& journal_dir) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  configure(pool, max_jobs, journal_dir);
+
+  burst_result result;
+  result.max_jobs = max_jobs;
+  result.with_jname = with_jname;
+  result.journal_elsewhere = !journal_dir.empty();
+  result.jobs = jobs;
+
+  std::vector<std::uint64_t> job_ids;
+  job_ids.reserve(jobs);
+  for (std::size_t i = 0; i < jobs; ++i) job_ids.push_back(pool.put_job(job_body(i, with_jname)));
+
+  beanstalk_test_client& broker = pool.client();
+  const std::uint64_t puts_before = broker_put_count(broker);
+  const auto limit = 60s + jobs * 100ms;
+
+  const auto started = steady::now();
+  pool.start_router();
+  wait_until([&] { return broker_put_count(broker) - puts_before >= jobs; }, limit, broker_poll_interval);
+  result.seconds = seconds_between(started, steady::now());
+
+  result.vm_hwm_kb = proc_status_kb(pool.router_pid(), "VmHWM");
+  if (const auto cpu = proc_cpu(pool.router_pid()))
+    result.router_cpu_ms_per_job = cpu_split{cpu->own_ms / static_cast<double>(jobs),
+                                             cpu->children_ms / static_cast<double>(jobs)};
+  result.peak_rss_kb = stop_router_and_read_peak_kb(pool);
+  result.replies = collect_replies(pool, job_ids, with_jname);
+  remove_outside_statedir(pool, journal_dir);
+  return result;
+}
+
+struct latency_result {
+  bool journal_elsewhere = false;
+  std::size_t runs = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+  double run_p50_ms = 0; // the replies' Duration: the router's own timing of the cbsd run
+  double startup_ms = 0; // start_router() until its log says it serves (10 ms polls)
+  reply_tally replies;
+};
+
+// One job at a time: put, wait for its reply, again. The time runs from just
+// before the put to the RESERVED of the reply.
+latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  configure(pool, 1, journal_dir);
+
+  latency_result result;
+  result.journal_elsewhere = !journal_dir.empty();
+  const auto starting = steady::now();
+  pool.start_router();
+  result.startup_ms = milliseconds_between(starting, steady::now());
+
+  beanstalk_test_client& broker = pool.client();
+  std::vector<double> latencies_ms;
+  std::vector<double> run_durations_ms;
+  for (std::size_t i = 0; i < latency_warmup_runs + runs; ++i) {
+    const auto put_at = steady::now();
+    const std::uint64_t id = pool.put_job(job_body(i, false));
+    const auto reply_job = broker.reserve(pool.reply_tube(id), reply_wait_limit);
+    const auto replied_at = steady::now();
+    if (!reply_job) {
+      ++result.replies.lost;
+      result.replies.note(fmt::format("job {}: no reply within {} s", id, reply_wait_limit.count()));
+      continue;
+    }
+    broker.delete_job(reply_job->id);
+    std::optional<std::string> problem;
+    double run_ms = 0;
+    try {
+      const json reply = json::parse(reply_job->body);
+      problem = reply_problem(reply, id, false);
+      run_ms = reply.value("Duration", 0.0) * 1000;
+    } catch (const json::exception& ex) {
+      problem = ex.what();
+    }
+    if (problem) {
+      ++result.replies.invalid;
+      result.replies.note(fmt::format("job {}: {}", id, *problem));
+    }
+    if (i < latency_warmup_runs) continue;
+    latencies_ms.push_back(milliseconds_between(put_at, replied_at));
+    run_durations_ms.push_back(run_ms);
+  }
+  result.runs = latencies_ms.size();
+  result.p50_ms = percentile(latencies_ms, 0.50);
+  result.p99_ms = percentile(latencies_ms, 0.99);
+  result.run_p50_ms = percentile(run_durations_ms, 0.50);
+  stop_router_and_read_peak_kb(pool);
+  remove_outside_statedir(pool, journal_dir);
+  return result;
+}
+
+struct waiting_result {
+  std::size_t waiting_jobs = 0;
+  std::optional<long> idle_rss_kb;
+  std::optional<long> rss_kb_with_jobs_waiting;
+  std::size_t answered_at_reading = 0;
+  std::size_t still_in_tube_at_reading = 0;
+  std::optional<long> peak_rss_kb;
+};
+
+// max_jobs 1 with many jobs in the tube: the router must leave them there,
+// so its memory with them waiting is its idle memory.
+waiting_result run_waiting(std::size_t waiting_jobs) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  configure(pool, 1, "");
+
+  waiting_result result;
+  result.waiting_jobs = waiting_jobs;
+  pool.start_router();
+  std::this_thread::sleep_for(idle_settle_time);
+  result.idle_rss_kb = proc_status_kb(pool.router_pid(), "VmRSS");
+
+  beanstalk_test_client& broker = pool.client();
+  const std::uint64_t puts_before = broker_put_count(broker);
+  for (std::size_t i = 0; i < waiting_jobs; ++i) pool.put_job(job_body(i, false));
+  auto answered = [&] { return broker_put_count(broker) - puts_before - waiting_jobs; };
+  const std::size_t answered_after_puts = answered();
+  const std::size_t wanted = std::min(waiting_jobs, answered_after_puts + answered_before_memory_reading);
+  wait_until([&] { return answered() >= wanted; }, 120s, broker_poll_interval);
+
+  result.rss_kb_with_jobs_waiting = proc_status_kb(pool.router_pid(), "VmRSS");
+  result.answered_at_reading = answered();
+  if (const auto tube = broker.stats_tube(pool.tube()))
+    result.still_in_tube_at_reading = std::stoul(tube->at("current-jobs-ready"));
+  result.peak_rss_kb = stop_router_and_read_peak_kb(pool);
+  return result;
+}
+
+// --- the report --------------------------------------------------------------------
+
+std::string first_line_of_file(const std::string& path, const std::string& prefix) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) != 0) continue;
+    const auto colon = line.find(':');
+    return colon == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", colon + 1));
+  }
+  return "n/a";
+}
+
+std::string machine_description() {
+  utsname os{};
+  uname(&os);
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGESIZE);
+  const double memory_gb = pages > 0 && page_size > 0
+                               ? static_cast<double>(pages) * static_cast<double>(page_size) / (1024.0 * 1024 * 1024)
+                               : 0;
+  return fmt::format(
+      "- CPUs online: {}\n- CPU: {}\n- memory: {:.1f} GiB\n- OS: {} {} {}\n- compiler: {}\n",
+      sysconf(_SC_NPROCESSORS_ONLN), first_line_of_file("/proc/cpuinfo", "model name"), memory_gb,
+      os.sysname, os.release, os.machine,
+#if defined(__clang__)
+      "clang " __clang_version__
+#elif defined(__GNUC__)
+      "g++ " __VERSION__
+#else
+      "unknown"
+#endif
+  );
+}
+
+struct report {
+  settings options;
+  baseline_result before;
+  baseline_result after;
+  std::vector<burst_result> bursts;
+  std::vector<latency_result> latencies;
+  waiting_result waiting;
+  std::string load_before;
+  std::string load_after;
+
+  // Ratios use the mean of the two baselines: the machine may have changed
+  // (other work) while the router ran.
+  double sequential_rate() const { return (before.sequential_per_second + after.sequential_per_second) / 2; }
+  double parallel_rate() const { return (before.parallel_per_second + after.parallel_per_second) / 2; }
+  double spawn_p50_ms() const { return (before.spawn_p50_ms + after.spawn_p50_ms) / 2; }
+  double rate_at(int max_jobs) const { return max_jobs == 1 ? sequential_rate() : parallel_rate(); }
+};
+
+std::string burst_label(const burst_result& b) {
+  return fmt::format("{}{}", b.with_jname ? "jname" : "no jname", b.journal_elsewhere ? ", journal elsewhere" : "");
+}
+
+// "router (or spawner) + its children", milliseconds per job or spawn.
+std::string cpu_text(const std::optional<cpu_split>& cpu) {
+  if (!cpu) return "n/a";
+  return fmt::format("{:.2f} + {:.2f}", cpu->own_ms, cpu->children_ms);
+}
+
+void print_markdown(const report& r) {
+  std::cout << "\n#### Machine\n\n" << machine_description();
+  std::cout << fmt::format("- load average (1, 5, 15 min): {} before, {} after\n\n", r.load_before, r.load_after);
+
+  std::cout << "#### Baseline: the stand-in spawned directly (posix_spawn + waitpid)\n\n"
+            << "| | before | after | used for ratios |\n|---|---|---|---|\n"
+            << fmt::format("| spawns/s, one at a time | {:.0f} | {:.0f} | {:.0f} |\n", r.before.sequential_per_second,
+                           r.after.sequential_per_second, r.sequential_rate())
+            << fmt::format("| spawns/s, {} in flight | {:.0f} | {:.0f} | {:.0f} |\n", parallel_spawns,
+                           r.before.parallel_per_second, r.after.parallel_per_second, r.parallel_rate())
+            << fmt::format("| one spawn p50 / p99, ms | {:.2f} / {:.2f} | {:.2f} / {:.2f} | {:.2f} |\n",
+                           r.before.spawn_p50_ms, r.before.spawn_p99_ms, r.after.spawn_p50_ms, r.after.spawn_p99_ms,
+                           r.spawn_p50_ms())
+            << fmt::format("| fork + execve instead (not used for ratios), per s | {:.0f} | {:.0f} | |\n\n",
+                           r.before.fork_exec_per_second, r.after.fork_exec_per_second);
+
+  std::cout << fmt::format("#### Burst: {} jobs on the tube, then the router starts\n\n", r.options.jobs)
+            << "| max_jobs | jobs | jobs/s | cbsd runs/s | ÷ spawn rate, same concurrency | ÷ spawn rate, one at a time "
+               "| lost | invalid | peak RSS MB |\n"
+            << "|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& b : r.bursts) {
+    std::cout << fmt::format("| {} | {} | {:.1f} | {:.1f} | {:.0f}% | {:.0f}% | {} | {} | {} |\n", b.max_jobs,
+                             burst_label(b), b.jobs_per_second(), b.runs_per_second(),
+                             100 * b.runs_per_second() / r.rate_at(b.max_jobs),
+                             100 * b.runs_per_second() / r.sequential_rate(), b.replies.lost, b.replies.invalid,
+                             megabytes(b.peak_rss_kb));
+  }
+
+  std::cout << "\n#### CPU time per job, ms: the router (or, for the baseline, the spawning program) + its children\n\n"
+            << "| | CPU ms |\n|---|---|\n"
+            << fmt::format("| baseline, before | {} |\n", cpu_text(r.before.cpu_ms_per_spawn))
+            << fmt::format("| baseline, after | {} |\n", cpu_text(r.after.cpu_ms_per_spawn));
+  for (const auto& b : r.bursts)
+    std::cout << fmt::format("| burst, max_jobs {}, {} | {} |\n", b.max_jobs, burst_label(b), cpu_text(b.router_cpu_ms_per_job));
+
+  std::cout << fmt::format("\n#### Latency: one job at a time, {} runs after {} warm-up runs\n\n",
+                           r.options.latency_runs, latency_warmup_runs)
+            << "| | put-to-reply p50 ms | p99 ms | p50 − one spawn p50, ms | cbsd run inside the router (reply Duration) p50 ms "
+               "| lost | invalid |\n|---|---|---|---|---|---|---|\n";
+  for (const auto& l : r.latencies) {
+    std::cout << fmt::format("| {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {} | {} |\n",
+                             l.journal_elsewhere ? "journal elsewhere" : "router as configured", l.p50_ms, l.p99_ms,
+                             l.p50_ms - r.spawn_p50_ms(), l.run_p50_ms, l.replies.lost, l.replies.invalid);
+  }
+
+  const auto& w = r.waiting;
+  std::cout << fmt::format("\n#### Memory with {} jobs waiting in the tube (max_jobs 1)\n\n", w.waiting_jobs)
+            << "| idle RSS MB | RSS MB with jobs waiting | answered / still in the tube at that reading | peak RSS MB |\n"
+            << "|---|---|---|---|\n"
+            << fmt::format("| {} | {} | {} / {} | {} |\n", megabytes(w.idle_rss_kb), megabytes(w.rss_kb_with_jobs_waiting),
+                           w.answered_at_reading, w.still_in_tube_at_reading, megabytes(w.peak_rss_kb));
+}
+
+const char* verdict(bool met) { return met ? "met" : "not met"; }
+
+void print_summary(const report& r) {
+  std::cout << "\n== bench_router results ==\n";
+  std::cout << fmt::format("baseline: {:.0f} spawns/s one at a time, {:.0f}/s with {} in flight, one spawn p50 {:.2f} ms\n",
+                           r.sequential_rate(), r.parallel_rate(), parallel_spawns, r.spawn_p50_ms());
+  std::cout << fmt::format("  CPU ms per spawn, spawner + child: {} before, {} after\n", cpu_text(r.before.cpu_ms_per_spawn),
+                           cpu_text(r.after.cpu_ms_per_spawn));
+  std::cout << fmt::format("  fork + execve instead of posix_spawn: {:.0f}/s before, {:.0f}/s after\n",
+                           r.before.fork_exec_per_second, r.after.fork_exec_per_second);
+  std::cout << fmt::format("{:<34} {:>9} {:>11} {:>9} {:>9} {:>6} {:>8} {:>9} {:>9}\n", "burst", "jobs/s", "cbsd runs/s",
+                           "÷ same", "÷ seq", "lost", "invalid", "VmHWM MB", "peak MB");
+  double worst_ratio = 1e9;
+  std::optional<long> worst_peak_kb;
+  std::size_t bad_replies = 0;
+  for (const auto& b : r.bursts) {
+    const double ratio = b.runs_per_second() / r.rate_at(b.max_jobs);
+    std::cout << fmt::format("{:<34} {:>9.1f} {:>11.1f} {:>8.0f}% {:>8.0f}% {:>6} {:>8} {:>9} {:>9}\n",
+                             fmt::format("max_jobs {}, {}", b.max_jobs, burst_label(b)), b.jobs_per_second(),
+                             b.runs_per_second(), 100 * ratio, 100 * b.runs_per_second() / r.sequential_rate(),
+                             b.replies.lost, b.replies.invalid, megabytes(b.vm_hwm_kb), megabytes(b.peak_rss_kb));
+    std::cout << "  CPU ms per job, router + its cbsd runs: " << cpu_text(b.router_cpu_ms_per_job) << "\n";
+    if (!b.replies.first_problem.empty()) std::cout << "  first problem: " << b.replies.first_problem << "\n";
+    bad_replies += b.replies.lost + b.replies.invalid;
+    if (b.journal_elsewhere) continue; // a diagnosis, not the router as deployed
+    worst_ratio = std::min(worst_ratio, ratio);
+    if (b.peak_rss_kb && (!worst_peak_kb || *b.peak_rss_kb > *worst_peak_kb)) worst_peak_kb = b.peak_rss_kb;
+  }
+  std::optional<double> latency_over_spawn_ms;
+  for (const auto& l : r.latencies) {
+    std::cout << fmt::format("latency{}: p50 {:.2f} ms, p99 {:.2f} ms, p50 − spawn p50 {:.2f} ms, cbsd run inside "
+                             "the router p50 {:.2f} ms ({} runs, lost {}, invalid {}); router start-up {:.0f} ms\n",
+                             l.journal_elsewhere ? " (journal elsewhere)" : "", l.p50_ms, l.p99_ms,
+                             l.p50_ms - r.spawn_p50_ms(), l.run_p50_ms, l.runs, l.replies.lost, l.replies.invalid,
+                             l.startup_ms);
+    if (!l.replies.first_problem.empty()) std::cout << "  first problem: " << l.replies.first_problem << "\n";
+    bad_replies += l.replies.lost + l.replies.invalid;
+    if (!l.journal_elsewhere) latency_over_spawn_ms = l.p50_ms - r.spawn_p50_ms();
+  }
+  const auto& w = r.waiting;
+  std::cout << fmt::format("{} jobs waiting, max_jobs 1: RSS idle {} MB, with jobs waiting {} MB ({} answered, {} "
+                           "still in the tube), peak {} MB\n",
+                           w.waiting_jobs, megabytes(w.idle_rss_kb), megabytes(w.rss_kb_with_jobs_waiting),
+                           w.answered_at_reading, w.still_in_tube_at_reading, megabytes(w.peak_rss_kb));
+
+  std::cout << "\ntargets (issue 4):\n"
+            << fmt::format("  burst ≥ {:.0f}% of the bare spawn rate: worst {:.0f}% -> {}\n", 100 * target_burst_ratio,
+                           100 * worst_ratio, verdict(worst_ratio >= target_burst_ratio))
+            << fmt::format("  latency p50 within {:.0f} ms of one spawn: {} -> {}\n", target_latency_over_spawn_ms,
+                           latency_over_spawn_ms ? fmt::format("{:+.2f} ms", *latency_over_spawn_ms) : "n/a",
+                           verdict(latency_over_spawn_ms && *latency_over_spawn_ms <= target_latency_over_spawn_ms))
+            << fmt::format("  peak RSS < {:.0f} MB in a burst: {} MB -> {}\n", target_peak_rss_mb, megabytes(worst_peak_kb),
+                           verdict(worst_peak_kb && static_cast<double>(*worst_peak_kb) / 1024 < target_peak_rss_mb))
+            << fmt::format("  no reply lost or invalid: {} -> {}\n", bad_replies, verdict(bad_replies == 0));
+}
+
+// --- command line ---------------------------------------------------------------
+
+const char* usage_text =
+    "usage: bench_router [--jobs N] [--latency-runs M] [--waiting-jobs W] [--quick] [--journal-dir DIR]\n"
+    "  --jobs N           jobs per burst and spawns per baseline (default 2000)\n"
+    "  --latency-runs M   one-at-a-time round trips (default 200)\n"
+    "  --waiting-jobs W   jobs left in the tube for the memory reading (default 10000)\n"
+    "  --quick            300 jobs, 50 round trips, 2000 waiting (explicit options still win)\n"
+    "  --journal-dir DIR  also run with each router's statedir under DIR (e.g. a tmpfs),\n"
+    "                     to see what the journal's writes cost\n";
+
+std::size_t positive_number(const std::string& option, const char* text) {
+  try {
+    std::size_t used = 0;
+    const unsigned long long n = std::stoull(text, &used);
+    if (used == std::strlen(text) && n > 0) return static_cast<std::size_t>(n);
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(option + " wants a positive number, not \"" + text + "\"");
+}
+
+settings parse_command_line(int argc, char** argv) {
+  settings s;
+  bool quick = false;
+  std::optional<std::size_t> jobs, latency_runs, waiting_jobs;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) throw std::invalid_argument(arg + " wants a value");
+      return argv[++i];
+    };
+    if (arg == "--jobs") {
+      jobs = positive_number(arg, value());
+    } else if (arg == "--latency-runs") {
+      latency_runs = positive_number(arg, value());
+    } else if (arg == "--waiting-jobs") {
+      waiting_jobs = positive_number(arg, value());
+    } else if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--journal-dir") {
+      s.journal_dir = value();
+    } else if (arg == "--help" || arg == "-h") {
+      std::cout << usage_text;
+      std::exit(0);
+    } else {
+      throw std::invalid_argument("unknown option " + arg);
+    }
+  }
+  if (quick) {
+    s.jobs = 300;
+    s.latency_runs = 50;
+    s.waiting_jobs = 2000;
+  }
+  if (jobs) s.jobs = *jobs;
+  if (latency_runs) s.latency_runs = *latency_runs;
+  if (waiting_jobs) s.waiting_jobs = *waiting_jobs;
+  return s;
+}
+
+void progress(const std::string& what) { std::cerr << "bench_router: " << what << std::endl; }
+
+} // namespace
+
+int main(int argc, char** argv) {
+  settings options;
+  try {
+    options = parse_command_line(argc, argv);
+  } catch (const std::exception& ex) {
+    std::cerr << "bench_router: " << ex.what() << "\n" << usage_text;
+    return 2;
+  }
+  if (!beanstalkd_server::available()) {
+    std::cerr << "bench_router: " << beanstalkd_server::executable << " not found\n";
+    return 1;
+  }
+
+  try {
+    report r;
+    r.options = options;
+    r.load_before = load_average();
+
+    progress(fmt::format("baseline: {} spawns of {}", options.jobs, cbsd_stub_path));
+    r.before = measure_baseline(options.jobs);
+
+    std::vector<std::string> journal_dirs{""};
+    if (!options.journal_dir.empty()) journal_dirs.push_back(options.journal_dir);
+    for (const auto& journal_dir : journal_dirs) {
+      for (const bool with_jname : {false, true}) {
+        // The jname bursts show the look-ups' cost; with the journal
+        // elsewhere only the plain ones are needed to see the journal's.
+        if (with_jname && !journal_dir.empty()) continue;
+        for (const int max_jobs : router_max_jobs) {
+          progress(fmt::format("burst: {} jobs, max_jobs {}, {}{}", options.jobs, max_jobs,
+                               with_jname ? "jname" : "no jname",
+                               journal_dir.empty() ? "" : ", journal in " + journal_dir));
+          r.bursts.push_back(run_burst(options.jobs, max_jobs, with_jname, journal_dir));
+        }
+      }
+      progress(fmt::format("latency: {} round trips{}", options.latency_runs,
+                           journal_dir.empty() ? "" : ", journal in " + journal_dir));
+      r.latencies.push_back(run_latency(options.latency_runs, journal_dir));
+    }
+    progress(fmt::format("memory with {} jobs waiting", options.waiting_jobs));
+    r.waiting = run_waiting(options.waiting_jobs);
+
+    progress("baseline again");
+    r.after = measure_baseline(options.jobs);
+    r.load_after = load_average();
+
+    print_summary(r);
+    print_markdown(r);
+  } catch (const std::exception& ex) {
+    std::cerr << "bench_router: " << ex.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
