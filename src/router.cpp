@@ -40,6 +40,10 @@ struct router::job_state {
   // Journaled, but whether the broker holds the job buried is not known: a
   // journal of an earlier life, or a bury whose answer was lost.
   bool unconfirmed = false;
+  // The publisher connection that was open when the job was taken (0: none).
+  // While that connection lasts the broker cannot have restarted, so the
+  // job's id still names this job.
+  std::uint64_t publisher_epoch = 0;
 };
 
 namespace {
@@ -322,6 +326,7 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
   job->entry.reserved_at = now;
+  job->publisher_epoch = publisher_.is_open() ? publisher_epoch_ : 0;
   decode_result decoded = decode_job(job->entry.body, limits_);
   job->request = std::move(decoded.job);
   in_flight_[id] = job;
@@ -595,7 +600,10 @@ awaitable<bool> router::publish(const job_ptr& job) {
   const std::uint64_t id = job->entry.job_id;
   // The reply goes out only while the job it answers is still in the broker:
   // after a broker restart without binlog the id may name somebody else's job.
-  if (!co_await still_in_broker(publisher_, job->entry, nullptr)) {
+  // Asking costs two round trips, needless while the connection that was
+  // open when the job was taken still is.
+  const bool same_broker_life = job->publisher_epoch != 0 && job->publisher_epoch == publisher_epoch_;
+  if (!same_broker_life && !co_await still_in_broker(publisher_, job->entry, nullptr)) {
     log_->warn("job {} is no longer in the broker; its reply is dropped (output kept in {})", id, files_.dir());
     co_return false;
   }
@@ -664,7 +672,10 @@ awaitable<void> router::publisher_loop() {
       job_ptr job = live_outbox_.front();
       bool failed = false;
       try {
-        if (!publisher_.is_open()) co_await connect(publisher_);
+        if (!publisher_.is_open()) {
+          co_await connect(publisher_);
+          ++publisher_epoch_;
+        }
         co_await publish_live_output(job);
         live_outbox_.pop_front();
         job->live_queued = false;
@@ -692,7 +703,10 @@ awaitable<void> router::publisher_loop() {
     }
     bool failed = false;
     try {
-      if (!publisher_.is_open()) co_await connect(publisher_);
+      if (!publisher_.is_open()) {
+        co_await connect(publisher_);
+        ++publisher_epoch_;
+      }
       co_await publish(job);
       if (publisher_failing_) {
         log_->info("broker {} reachable again; putting {} waiting replies", cfg_.beanstalkd.uri, outbox_.size());

@@ -98,6 +98,7 @@ class router {
   beanstalk::connection worker_;
   beanstalk::connection publisher_;
   std::size_t max_job_size_ = beanstalk::default_max_job_size;
+  std::uint64_t publisher_epoch_ = 1; // counts the publisher's connections
 
   std::map<std::uint64_t, job_ptr> in_flight_;           // every job taken and not yet answered
   std::map<std::string, std::deque<job_ptr>> busy_jnames_; // jname -> jobs waiting behind the running one
