@@ -230,8 +230,10 @@ TEST(Concurrency, TenThousandWaitingJobsStayInTheBroker) {
   ASSERT_TRUE(wait_until([&] { return pool.runs_of("jls").size() >= 20; }));
   auto tube = pool.client().stats_tube(pool.tube());
   ASSERT_TRUE(tube.has_value());
-  EXPECT_LE(std::stoi(tube->at("current-jobs-buried")), 1);
-  EXPECT_GE(std::stoi(tube->at("current-jobs-ready")), total - 1 - static_cast<int>(pool.runs_of("jls").size()));
+  // Buried: the one running, plus finished ones whose reply and delete are
+  // on their way; the thousands still waiting are all in the broker.
+  EXPECT_LE(std::stoi(tube->at("current-jobs-buried")), 10);
+  EXPECT_GE(std::stoi(tube->at("current-jobs-ready")), total - 10 - static_cast<int>(pool.runs_of("jls").size()));
 #ifdef __linux__
   // No thread per job: children are reaped by the event loop. At most the
   // loop's thread and Asio's resolver thread.
