@@ -25,18 +25,6 @@ using nlohmann::json;
   throw std::system_error(errno, std::generic_category(), what);
 }
 
-void make_dirs(const std::string& dir) {
-  std::string partial;
-  std::stringstream parts(dir);
-  std::string part;
-  if (!dir.empty() && dir[0] == '/') partial = "/";
-  while (std::getline(parts, part, '/')) {
-    if (part.empty()) continue;
-    partial += part;
-    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir " + partial);
-    partial += '/';
-  }
-}
 
 const char* state_names[] = {"accepted", "running", "finished"};
 
@@ -87,9 +75,22 @@ bool parse_job_file_name(const std::string& name, std::uint64_t* id) {
 
 } // namespace
 
+void make_private_directories(const std::string& dir) {
+  std::string partial;
+  std::stringstream parts(dir);
+  std::string part;
+  if (!dir.empty() && dir[0] == '/') partial = "/";
+  while (std::getline(parts, part, '/')) {
+    if (part.empty()) continue;
+    partial += part;
+    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir " + partial);
+    partial += '/';
+  }
+}
+
 const char* to_string(journal_state s) { return state_names[static_cast<int>(s)]; }
 
-journal::journal(std::string dir, bool sync) : dir_(std::move(dir)), sync_(sync) { make_dirs(dir_); }
+journal::journal(std::string dir, bool sync) : dir_(std::move(dir)), sync_(sync) { make_private_directories(dir_); }
 
 std::string journal::path_for(std::uint64_t job_id) const {
   return dir_ + "/" + std::to_string(job_id) + ".json";

@@ -1,5 +1,7 @@
 #include "bs_router/pool_lock.hpp"
 
+#include "bs_router/journal.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -7,14 +9,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <filesystem>
+#include <system_error>
 
 namespace bs_router {
 
 pool_lock::pool_lock(const std::string& dir) : path_(dir + "/lock") {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw std::runtime_error(dir + ": " + ec.message());
+  try {
+    make_private_directories(dir); // the journal's directory: same mode whoever comes first
+  } catch (const std::system_error& ex) {
+    throw std::runtime_error(ex.what());
+  }
   fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ < 0) throw std::runtime_error(path_ + ": " + std::strerror(errno));
 

@@ -664,6 +664,14 @@ awaitable<void> router::publish_live_output(const job_ptr& job) {
   job->live_output.erase(0, r.message.size());
 }
 
+// Each new publisher connection starts a new epoch: jobs taken before it may
+// belong to an earlier life of the broker.
+awaitable<void> router::open_publisher() {
+  if (publisher_.is_open()) co_return;
+  co_await connect(publisher_);
+  ++publisher_epoch_;
+}
+
 awaitable<void> router::publisher_loop() {
   for (;;) {
     if (!live_outbox_.empty()) {
@@ -672,10 +680,7 @@ awaitable<void> router::publisher_loop() {
       job_ptr job = live_outbox_.front();
       bool failed = false;
       try {
-        if (!publisher_.is_open()) {
-          co_await connect(publisher_);
-          ++publisher_epoch_;
-        }
+        co_await open_publisher();
         co_await publish_live_output(job);
         live_outbox_.pop_front();
         job->live_queued = false;
@@ -703,10 +708,7 @@ awaitable<void> router::publisher_loop() {
     }
     bool failed = false;
     try {
-      if (!publisher_.is_open()) {
-        co_await connect(publisher_);
-        ++publisher_epoch_;
-      }
+      co_await open_publisher();
       co_await publish(job);
       if (publisher_failing_) {
         log_->info("broker {} reachable again; putting {} waiting replies", cfg_.beanstalkd.uri, outbox_.size());

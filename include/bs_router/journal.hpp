@@ -52,4 +52,8 @@ class journal {
 
 const char* to_string(journal_state s);
 
+// Creates dir and its missing parents with mode 0700 (the state of a pool is
+// the router's alone); throws std::system_error.
+void make_private_directories(const std::string& dir);
+
 } // namespace bs_router

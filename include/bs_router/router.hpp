@@ -64,6 +64,7 @@ class router {
 
   boost::asio::awaitable<void> worker_loop();
   boost::asio::awaitable<void> publisher_loop();
+  boost::asio::awaitable<void> open_publisher();
   boost::asio::awaitable<void> connect(beanstalk::connection& conn);
   boost::asio::awaitable<void> accept(beanstalk::job job);
   boost::asio::awaitable<void> execute(job_ptr job);
