@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <optional>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <system_error>
 #include <unistd.h>
@@ -172,6 +173,45 @@ void close_descriptors_from(int first, long close_limit) {
   ::execve(setup.path, setup.argv, setup.envp);
   fail_in_child(report_fd, start_stage::exec, errno);
 }
+
+#if BS_ROUTER_HAVE_SPAWN_NP
+// The fast start: posix_spawn copies no page tables (glibc and FreeBSD start
+// the child with a vfork-like call) and reports a failed chdir or exec as its
+// return value, once the child has exec'd or died. Needs chdir and closefrom
+// as file actions, which are extensions (_np) where they exist. The source
+// descriptors must be above 2 (see run()). Returns 0 or the error; on error
+// nothing ran.
+int spawn_child(const child_setup& setup, pid_t* pid) {
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attributes;
+  if (int error = posix_spawn_file_actions_init(&actions)) return error;
+  if (int error = posix_spawnattr_init(&attributes)) {
+    posix_spawn_file_actions_destroy(&actions);
+    return error;
+  }
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  for (int signal_number : reset_signals) sigaddset(&defaults, signal_number);
+  sigset_t empty_mask;
+  sigemptyset(&empty_mask);
+
+  int error = posix_spawnattr_setflags(
+      &attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  if (!error) error = posix_spawnattr_setpgroup(&attributes, 0);
+  if (!error) error = posix_spawnattr_setsigdefault(&attributes, &defaults);
+  if (!error) error = posix_spawnattr_setsigmask(&attributes, &empty_mask);
+  if (!error) error = posix_spawn_file_actions_adddup2(&actions, setup.stdin_fd, 0);
+  if (!error) error = posix_spawn_file_actions_adddup2(&actions, setup.stdout_fd, 1);
+  if (!error) error = posix_spawn_file_actions_adddup2(&actions, setup.stderr_fd, 2);
+  if (!error && setup.cwd != nullptr) error = posix_spawn_file_actions_addchdir_np(&actions, setup.cwd);
+  if (!error) error = posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  if (!error) error = ::posix_spawn(pid, setup.path, &actions, &attributes, setup.argv, setup.envp);
+
+  posix_spawnattr_destroy(&attributes);
+  posix_spawn_file_actions_destroy(&actions);
+  return error;
+}
+#endif
 
 // Blocks every signal for the lifetime of the object (around fork()).
 class all_signals_blocked {
@@ -402,15 +442,13 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
 
   unique_fd dev_null(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (dev_null.get() < 0) co_return start_failed("open /dev/null: " + errno_text(errno));
-  auto report_pipe = make_cloexec_pipe();
-  if (!report_pipe) co_return start_failed("pipe: " + errno_text(errno));
   std::optional<pipe_ends> stdout_pipe;
   if (capture) {
     stdout_pipe = make_cloexec_pipe();
     if (!stdout_pipe) co_return start_failed("pipe: " + errno_text(errno));
   }
 
-  const child_setup setup{
+  child_setup setup{
       spec.argv.front().c_str(),
       argv.data(),
       envp.data(),
@@ -418,25 +456,42 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
       dev_null.get(),
       capture ? stdout_pipe->write.get() : spec.stdout_fd,
       spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null.get(),
-      report_pipe->write.get(),
+      -1,
       close_limit_for_child(),
   };
 
-  pid_t pid;
-  int fork_error = 0;
-  {
-    const all_signals_blocked blocked;
-    pid = ::fork();
-    if (pid == 0) exec_child(setup);
-    fork_error = errno;
+  pid_t pid = -1;
+  bool spawned = false;
+#if BS_ROUTER_HAVE_SPAWN_NP
+  // A source among 0..2 (a daemon started with stdio closed) could be
+  // overwritten by another's dup2 before its own turn: the fork path below
+  // moves such descriptors out of the way first.
+  if (setup.stdin_fd > 2 && setup.stdout_fd > 2 && setup.stderr_fd > 2) {
+    // On failure nothing ran; the fork path tries once more and, if it fails
+    // too, names the step that failed.
+    spawned = spawn_child(setup, &pid) == 0;
   }
-  if (pid < 0) co_return start_failed("fork: " + errno_text(fork_error));
+#endif
 
-  // Both sides set the group so kill(-pid) works whichever runs first; once
-  // the child has exec'd this fails with EACCES, which is fine.
-  ::setpgid(pid, pid);
+  std::optional<pipe_ends> report_pipe;
+  if (!spawned) {
+    report_pipe = make_cloexec_pipe();
+    if (!report_pipe) co_return start_failed("pipe: " + errno_text(errno));
+    setup.report_fd = report_pipe->write.get();
+    int fork_error = 0;
+    {
+      const all_signals_blocked blocked;
+      pid = ::fork();
+      if (pid == 0) exec_child(setup);
+      fork_error = errno;
+    }
+    if (pid < 0) co_return start_failed("fork: " + errno_text(fork_error));
+    // Both sides set the group so kill(-pid) works whichever runs first; once
+    // the child has exec'd this fails with EACCES, which is fine.
+    ::setpgid(pid, pid);
+    report_pipe->write.reset();
+  }
 
-  report_pipe->write.reset();
   if (stdout_pipe) stdout_pipe->write.reset();
   dev_null.reset();
 
@@ -445,8 +500,11 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
   // cannot be handled while the runner does not know it yet.
   impl_->add(child);
 
-  const auto failure = read_start_report(report_pipe->read.get());
-  report_pipe->read.reset();
+  std::optional<start_failure_report> failure;
+  if (report_pipe) {
+    failure = read_start_report(report_pipe->read.get());
+    report_pipe.reset();
+  }
 
   if (!failure && stdout_pipe) {
     child->stdout_done = false;

@@ -458,3 +458,60 @@ TEST(ProcessRunner, TearingDownWithAChildRunningIsClean) {
 }
 
 } // namespace
+
+// A daemon started with its standard descriptors closed opens /dev/null and
+// the pipes among 0..2; the runner then starts children the careful way
+// (fork, descriptors moved out of the way) instead of by posix_spawn.
+class standard_descriptors_closed {
+ public:
+  standard_descriptors_closed() {
+    for (int fd = 0; fd < 3; ++fd) {
+      saved_[fd] = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+      ::close(fd);
+    }
+  }
+  ~standard_descriptors_closed() {
+    for (int fd = 0; fd < 3; ++fd) {
+      if (saved_[fd] < 0) continue;
+      ::dup2(saved_[fd], fd);
+      ::close(saved_[fd]);
+    }
+  }
+  standard_descriptors_closed(const standard_descriptors_closed&) = delete;
+  standard_descriptors_closed& operator=(const standard_descriptors_closed&) = delete;
+
+ private:
+  int saved_[3] = {-1, -1, -1};
+};
+
+TEST(ProcessRunner, StartsTheSameWayWhenTheDaemonHasNoStandardDescriptors) {
+  std::optional<process_result> plain, timed, failed;
+  {
+    const standard_descriptors_closed closed;
+    auto spec = shell("cat; echo in; pwd; ls /dev/fd");
+    spec.cwd = "/tmp";
+    plain = run_to_completion(spec);
+    auto group = shell("sleep 100 & echo $!; wait");
+    group.timeout = 1s;
+    group.kill_grace = generous_bound;
+    timed = run_to_completion(group);
+    auto missing = program({"/nonexistent/cbsd"});
+    failed = run_to_completion(missing);
+  }
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->exit_code, 0);
+  // Empty stdin, the given directory, and only 0..2 (plus ls's own) open.
+  EXPECT_EQ(plain->captured_stdout.substr(0, 8), "in\n/tmp\n") << plain->captured_stdout;
+  std::istringstream descriptors(plain->captured_stdout.substr(std::min<std::size_t>(8, plain->captured_stdout.size())));
+  for (std::string line; std::getline(descriptors, line);) EXPECT_LT(std::atoi(line.c_str()), 4) << line;
+
+  ASSERT_TRUE(timed);
+  EXPECT_TRUE(timed->timed_out);
+  const pid_t grandchild = first_line_as_pid(timed->captured_stdout);
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(wait_until_gone(grandchild)); // the whole group got SIGTERM
+
+  ASSERT_TRUE(failed);
+  EXPECT_TRUE(failed->start_failed);
+  EXPECT_EQ(failed->start_error, "exec /nonexistent/cbsd: No such file or directory");
+}
