@@ -1,7 +1,6 @@
 #include "bs_router/job_files.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <map>
 #include <stdexcept>
@@ -111,7 +110,7 @@ std::string escaped_line(const std::string& element) {
   return line;
 }
 
-int open_for_child(const std::string& path) {
+int create_job_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, job_file_mode);
   if (fd < 0) throw_errno(errno, "cannot open " + path);
   return fd;
@@ -135,41 +134,20 @@ void job_files::write_command(std::uint64_t job_id, const std::vector<std::strin
   std::string text;
   for (const std::string& element : argv) text += escaped_line(element);
 
-  // Written beside the final name and renamed over it, so a reader never sees
-  // half a command. The temporary name is not <digits>.cmd, so prune never
-  // takes it for a job's file. O_EXCL with a per-process counter instead of
-  // mkstemp, whose descriptor would lack O_CLOEXEC and could leak into a
-  // child started by another thread meanwhile.
-  static std::atomic<unsigned long> counter{0};
-  std::string final_path = cmd_path(job_id);
-  std::string temporary_path;
-  int fd = -1;
-  for (int attempt = 0; fd < 0; ++attempt) {
-    temporary_path = final_path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-    fd = ::open(temporary_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, job_file_mode);
-    if (fd < 0 && (errno != EEXIST || attempt >= 100)) throw_errno(errno, "cannot create " + temporary_path);
-  }
+  // Written in place: one small write, read by people after the job has run.
+  const std::string path = cmd_path(job_id);
+  int fd = create_job_file(path);
   try {
-    write_all(fd, text, temporary_path);
+    write_all(fd, text, path);
   } catch (...) {
     ::close(fd);
-    ::unlink(temporary_path.c_str());
     throw;
   }
-  if (::close(fd) != 0) {
-    int error = errno;
-    ::unlink(temporary_path.c_str());
-    throw_errno(error, "cannot write " + temporary_path);
-  }
-  if (::rename(temporary_path.c_str(), final_path.c_str()) != 0) {
-    int error = errno;
-    ::unlink(temporary_path.c_str());
-    throw_errno(error, "cannot rename " + temporary_path + " to " + final_path);
-  }
+  if (::close(fd) != 0) throw_errno(errno, "cannot write " + path);
 }
 
-int job_files::open_out(std::uint64_t job_id) const { return open_for_child(out_path(job_id)); }
-int job_files::open_err(std::uint64_t job_id) const { return open_for_child(err_path(job_id)); }
+int job_files::open_out(std::uint64_t job_id) const { return create_job_file(out_path(job_id)); }
+int job_files::open_err(std::uint64_t job_id) const { return create_job_file(err_path(job_id)); }
 
 std::string job_files::read_head(const std::string& path, std::size_t max_bytes, std::uint64_t* total) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

@@ -10,8 +10,11 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <ctime>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -27,6 +30,8 @@ using nlohmann::json;
 
 
 const char* state_names[] = {"accepted", "running", "finished"};
+
+const char* to_string_impl(journal_state s) { return state_names[static_cast<int>(s)]; }
 
 json reply_to_json(const reply& r) {
   return json{{"job_id", r.job_id},           {"err_code", r.err_code},
@@ -73,6 +78,145 @@ bool parse_job_file_name(const std::string& name, std::uint64_t* id) {
   return true;
 }
 
+// The log's lines: "<16 hex digits> <json>\n", the digits a checksum of the
+// JSON text, so a line torn or garbled by a crash is recognised.
+constexpr const char* log_name = "jobs.journal";
+// The log is rewritten with only the live entries once it has grown this much.
+constexpr std::uint64_t rewrite_after_bytes = 4 * 1024 * 1024;
+
+std::uint64_t checksum(std::string_view text) {
+  std::uint64_t h = 14695981039346656037ull; // FNV-1a, 64 bits
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string as_line(const json& record) {
+  // Bodies and outputs may hold bytes that are not UTF-8: keep them readable.
+  const std::string text = record.dump(-1, ' ', false, json::error_handler_t::replace);
+  char digits[17];
+  std::snprintf(digits, sizeof digits, "%016llx", static_cast<unsigned long long>(checksum(text)));
+  return std::string(digits) + " " + text + "\n";
+}
+
+json entry_to_json(const journal_entry& entry) {
+  json j{{"job_id", entry.job_id},
+         {"state", to_string_impl(entry.state)},
+         {"body", entry.body},
+         {"reserved_at", entry.reserved_at}};
+  if (entry.result) j["result"] = reply_to_json(*entry.result);
+  return j;
+}
+
+journal_entry entry_from_json(const json& j) {
+  journal_entry entry;
+  entry.job_id = j.at("job_id").get<std::uint64_t>();
+  entry.state = state_from_string(j.at("state").get<std::string>());
+  entry.body = j.at("body").get<std::string>();
+  entry.reserved_at = j.at("reserved_at").get<std::int64_t>();
+  if (j.contains("result")) entry.result = reply_from_json(j.at("result"));
+  if (entry.state == journal_state::finished && !entry.result)
+    throw std::invalid_argument("finished without a result");
+  return entry;
+}
+
+void write_all(int fd, const std::string& data, std::uint64_t offset, const std::string& path) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write " + path);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+void sync_directory(const std::string& dir) {
+  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
+  if (dir_fd < 0) throw_errno("open " + dir);
+  const int result = ::fsync(dir_fd);
+  const int saved = errno;
+  ::close(dir_fd);
+  errno = saved;
+  if (result != 0) throw_errno("fsync " + dir);
+}
+
+// What a journal directory holds.
+struct directory_contents {
+  std::map<std::uint64_t, journal_entry> entries;
+  std::vector<std::string> older_files;  // <id>.json, read; removed after the rewrite
+  std::vector<std::string> leftovers;    // *.tmp of interrupted writes
+  std::vector<std::pair<std::string, std::uint64_t>> unreadable_files; // <id>.json and its id
+  std::vector<std::string> problems;
+  bool log_damaged = false;
+};
+
+// Applies the log's lines in order: the last state of a job wins, a removal
+// forgets it. A last line without its newline is a write the crash cut short.
+void read_log(const std::string& path, directory_contents& contents) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  std::string line;
+  std::size_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (in.eof()) break; // no newline: torn
+    try {
+      if (line.size() < 18 || line[16] != ' ') throw std::invalid_argument("not a journal line");
+      const std::string_view text = std::string_view(line).substr(17);
+      if (std::strtoull(line.substr(0, 16).c_str(), nullptr, 16) != checksum(text))
+        throw std::invalid_argument("checksum does not match");
+      const json j = json::parse(text);
+      const std::uint64_t id = j.at("job_id").get<std::uint64_t>();
+      if (j.contains("removed")) {
+        contents.entries.erase(id);
+      } else {
+        contents.entries[id] = entry_from_json(j);
+      }
+    } catch (const std::exception& ex) {
+      contents.log_damaged = true;
+      contents.problems.push_back(path + " line " + std::to_string(number) + ": unreadable (" + ex.what() +
+                                  "), skipped");
+    }
+  }
+}
+
+directory_contents read_directory(const std::string& dir) {
+  directory_contents contents;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) throw_errno("opendir " + dir);
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+
+  // Entries of the older one-file-per-job layout come first: the log is newer.
+  for (const std::string& name : names) {
+    const std::string path = dir + "/" + name;
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+      contents.leftovers.push_back(path);
+      continue;
+    }
+    std::uint64_t id = 0;
+    if (!parse_job_file_name(name, &id)) continue;
+    try {
+      std::ifstream in(path);
+      journal_entry entry = entry_from_json(json::parse(in));
+      if (entry.job_id != id) throw std::invalid_argument("job_id does not match the file name");
+      contents.entries[id] = std::move(entry);
+      contents.older_files.push_back(path);
+    } catch (const std::exception& ex) {
+      contents.unreadable_files.emplace_back(path, id);
+      contents.problems.push_back(path + ": unreadable (" + ex.what() + ")");
+    }
+  }
+  read_log(dir + "/" + log_name, contents);
+  return contents;
+}
+
 } // namespace
 
 void make_private_directories(const std::string& dir) {
@@ -88,101 +232,126 @@ void make_private_directories(const std::string& dir) {
   }
 }
 
-const char* to_string(journal_state s) { return state_names[static_cast<int>(s)]; }
+const char* to_string(journal_state s) { return to_string_impl(s); }
 
-journal::journal(std::string dir, bool sync) : dir_(std::move(dir)), sync_(sync) { make_private_directories(dir_); }
+journal::journal(std::string dir) : dir_(std::move(dir)) { make_private_directories(dir_); }
 
-std::string journal::path_for(std::uint64_t job_id) const {
-  return dir_ + "/" + std::to_string(job_id) + ".json";
+journal::~journal() {
+  if (fd_ < 0) return;
+  if (synced_ < appended_) ::fdatasync(fd_);
+  ::close(fd_);
 }
 
-void journal::save(const journal_entry& entry) const {
-  json j{{"job_id", entry.job_id},
-         {"state", to_string(entry.state)},
-         {"body", entry.body},
-         {"reserved_at", entry.reserved_at}};
-  if (entry.result) j["result"] = reply_to_json(*entry.result);
-  // Bodies and outputs may hold bytes that are not UTF-8: keep them readable.
-  const std::string text = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+std::string journal::log_path() const { return dir_ + "/" + log_name; }
 
-  const std::string path = path_for(entry.job_id);
+std::vector<journal_entry> journal::inspect(const std::string& dir) {
+  directory_contents contents = read_directory(dir);
+  std::vector<journal_entry> entries;
+  for (auto& [id, entry] : contents.entries) entries.push_back(std::move(entry));
+  return entries;
+}
+
+std::vector<journal_entry> journal::load(std::vector<std::string>* problems) {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  directory_contents contents = read_directory(dir_);
+  if (problems) problems->insert(problems->end(), contents.problems.begin(), contents.problems.end());
+
+  for (const auto& [path, id] : contents.unreadable_files) {
+    const std::string aside = dir_ + "/" + std::to_string(id) + ".corrupt";
+    ::rename(path.c_str(), aside.c_str());
+    if (problems) problems->push_back(path + " moved to " + aside);
+  }
+  if (contents.log_damaged) {
+    // Kept for whoever wants to look; the rewrite below replaces the log.
+    const std::string aside = log_path() + ".corrupt-" + std::to_string(std::time(nullptr));
+    if (::link(log_path().c_str(), aside.c_str()) == 0 && problems)
+      problems->push_back(log_path() + " as it was is kept as " + aside);
+  }
+
+  live_.clear();
+  std::vector<journal_entry> entries;
+  for (auto& [id, entry] : contents.entries) {
+    live_[id] = as_line(entry_to_json(entry));
+    entries.push_back(std::move(entry));
+  }
+  rewrite();
+  for (const std::string& path : contents.older_files) ::unlink(path.c_str());
+  for (const std::string& path : contents.leftovers) ::unlink(path.c_str());
+  return entries;
+}
+
+void journal::open_for_append() {
+  if (fd_ < 0) load();
+}
+
+void journal::rewrite() {
+  const std::string path = log_path();
   const std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) throw_errno("open " + tmp);
-  std::size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int saved = errno;
-      ::close(fd);
-      errno = saved;
-      throw_errno("write " + tmp);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (sync_ && ::fsync(fd) != 0) {
-    int saved = errno;
-    ::close(fd);
-    errno = saved;
-    throw_errno("fsync " + tmp);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
-  if (sync_) {
+  std::uint64_t size = 0;
+  try {
+    std::string text;
+    for (const auto& [id, line] : live_) text += line;
+    write_all(fd, text, 0, tmp);
+    size = text.size();
+    if (::fsync(fd) != 0) throw_errno("fsync " + tmp);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
     // The rename itself must reach the disk too, or a power cut could bring
-    // back the previous state.
-    int dir_fd = ::open(dir_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-      ::fsync(dir_fd);
-      ::close(dir_fd);
+    // back the older log.
+    sync_directory(dir_);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  size_ = size;
+  rewritten_size_ = size;
+  synced_ = appended_;
+}
+
+void journal::append(std::uint64_t job_id, const std::string& line, bool removal) {
+  open_for_append();
+  try {
+    write_all(fd_, line, size_, log_path());
+  } catch (...) {
+    // Cut off what part of the line got written, so the next line does not
+    // run into it.
+    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
     }
+    throw;
+  }
+  size_ += line.size();
+  ++appended_;
+  if (removal) {
+    live_.erase(job_id);
+  } else {
+    live_[job_id] = line;
   }
 }
 
-void journal::remove(std::uint64_t job_id) const {
-  const std::string path = path_for(job_id);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno("unlink " + path);
+std::uint64_t journal::save(const journal_entry& entry) {
+  append(entry.job_id, as_line(entry_to_json(entry)), false);
+  return appended_;
 }
 
-std::vector<journal_entry> journal::load(std::vector<std::string>* problems) const {
-  std::vector<journal_entry> entries;
-  DIR* d = ::opendir(dir_.c_str());
-  if (!d) throw_errno("opendir " + dir_);
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
-  ::closedir(d);
+void journal::remove(std::uint64_t job_id) {
+  if (fd_ >= 0 && !live_.count(job_id)) return;
+  append(job_id, as_line(json{{"job_id", job_id}, {"removed", true}}), true);
+}
 
-  for (const std::string& name : names) {
-    const std::string path = dir_ + "/" + name;
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-      ::unlink(path.c_str()); // a write that never reached its rename
-      continue;
-    }
-    std::uint64_t id = 0;
-    if (!parse_job_file_name(name, &id)) continue;
-    try {
-      std::ifstream in(path);
-      json j = json::parse(in);
-      journal_entry entry;
-      entry.job_id = j.at("job_id").get<std::uint64_t>();
-      if (entry.job_id != id) throw std::invalid_argument("job_id does not match the file name");
-      entry.state = state_from_string(j.at("state").get<std::string>());
-      entry.body = j.at("body").get<std::string>();
-      entry.reserved_at = j.at("reserved_at").get<std::int64_t>();
-      if (j.contains("result")) entry.result = reply_from_json(j.at("result"));
-      if (entry.state == journal_state::finished && !entry.result)
-        throw std::invalid_argument("finished without a result");
-      entries.push_back(std::move(entry));
-    } catch (const std::exception& ex) {
-      const std::string aside = dir_ + "/" + std::to_string(id) + ".corrupt";
-      ::rename(path.c_str(), aside.c_str());
-      if (problems) problems->push_back(path + ": unreadable (" + ex.what() + "), moved to " + aside);
-    }
+void journal::sync() {
+  if (fd_ < 0 || synced_ == appended_) return;
+  if (size_ - rewritten_size_ > rewrite_after_bytes) {
+    rewrite();
+    return;
   }
-  std::sort(entries.begin(), entries.end(),
-            [](const journal_entry& a, const journal_entry& b) { return a.job_id < b.job_id; });
-  return entries;
+  if (::fdatasync(fd_) != 0) throw_errno("fdatasync " + log_path());
+  synced_ = appended_;
 }
 
 } // namespace bs_router

@@ -2,6 +2,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
@@ -44,6 +45,8 @@ struct router::job_state {
   // While that connection lasts the broker cannot have restarted, so the
   // job's id still names this job.
   std::uint64_t publisher_epoch = 0;
+  // The journal append that recorded its latest state (see make_durable).
+  std::uint64_t journal_sequence = 0;
 };
 
 namespace {
@@ -350,8 +353,14 @@ awaitable<void> router::accept(beanstalk::job reserved) {
 
   try {
     save(job);
+    co_await make_durable(job->journal_sequence);
   } catch (...) {
-    in_flight_.erase(id); // not recorded, not buried: the broker gives it back
+    // Not recorded, not buried: the broker gives it back.
+    in_flight_.erase(id);
+    try {
+      journal_.remove(id);
+    } catch (const std::exception&) {
+    }
     throw;
   }
   std::exception_ptr bury_failure;
@@ -369,6 +378,7 @@ awaitable<void> router::accept(beanstalk::job reserved) {
       job->entry.state = journal_state::accepted;
       try {
         save(job);
+        journal_.sync();
       } catch (const std::exception& ex) {
         log_->error("job {}: journal: {}", id, ex.what());
       }
@@ -386,7 +396,16 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   }
 }
 
-void router::save(const job_ptr& job) { journal_.save(job->entry); }
+void router::save(const job_ptr& job) { job->journal_sequence = journal_.save(job->entry); }
+
+// Returns once the journal append numbered `sequence` is on disk. The first
+// waiter lets the rest of this turn of the loop run first, so the appends of
+// every job that moved meanwhile go out with the same fdatasync.
+awaitable<void> router::make_durable(std::uint64_t sequence) {
+  if (journal_.synced(sequence)) co_return;
+  co_await asio::post(io_, asio::use_awaitable);
+  if (!journal_.synced(sequence)) journal_.sync();
+}
 
 void router::schedule(const job_ptr& job) {
   if (!job->jname.empty()) {
@@ -466,6 +485,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   if (job->entry.state != journal_state::running) {
     job->entry.state = journal_state::running;
     save(job);
+    co_await make_durable(job->journal_sequence);
   }
 
   std::vector<std::string> argv = request.argv(cfg_.cbsd_path);
@@ -589,7 +609,12 @@ void router::answer(const job_ptr& job, reply r) {
 }
 
 void router::forget(const job_ptr& job) {
-  journal_.remove(job->entry.job_id);
+  try {
+    journal_.remove(job->entry.job_id);
+  } catch (const std::exception& ex) {
+    // Left in the journal: the next start finds its job gone and drops it.
+    log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+  }
   auto it = in_flight_.find(job->entry.job_id);
   if (it != in_flight_.end() && it->second == job) in_flight_.erase(it);
 }
@@ -602,6 +627,12 @@ awaitable<bool> router::publish(const job_ptr& job) {
   // after a broker restart without binlog the id may name somebody else's job.
   // Asking costs two round trips, needless while the connection that was
   // open when the job was taken still is.
+  try {
+    co_await make_durable(job->journal_sequence);
+  } catch (const std::exception& ex) {
+    // The reply still goes out from memory; only a crash before that loses it.
+    log_->error("job {}: journal: {}", id, ex.what());
+  }
   const bool same_broker_life = job->publisher_epoch != 0 && job->publisher_epoch == publisher_epoch_;
   if (!same_broker_life && !co_await still_in_broker(publisher_, job->entry, nullptr)) {
     log_->warn("job {} is no longer in the broker; its reply is dropped (output kept in {})", id, files_.dir());
@@ -748,6 +779,11 @@ void router::request_stop() {
     } catch (const std::exception& ex) {
       log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
     }
+  }
+  try {
+    journal_.sync();
+  } catch (const std::exception& ex) {
+    log_->error("journal: {}", ex.what());
   }
   capacity_changed_.notify();
   outbox_changed_.notify();

@@ -82,22 +82,143 @@ TEST_F(JournalTest, SaveReplacesTheStateAndRemoveForgets) {
   j.remove(5);
   j.remove(5); // removing twice is fine
   EXPECT_TRUE(j.load().empty());
+  EXPECT_EQ(j.size(), 0u);
   // Nothing is left behind: the journal never grows past the jobs in flight.
-  EXPECT_TRUE(fs::is_empty(dir));
+  EXPECT_EQ(fs::file_size(dir / "jobs.journal"), 0u);
+  std::vector<std::string> names;
+  for (const auto& f : fs::directory_iterator(dir)) names.push_back(f.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"jobs.journal"});
 }
 
-TEST_F(JournalTest, AnInterruptedWriteLeavesTheOldStateReadable) {
-  journal j(dir.string());
+TEST_F(JournalTest, ASecondJournalSeesWhatTheFirstAppended) {
+  journal writer(dir.string());
+  writer.load();
   journal_entry e;
-  e.job_id = 9;
+  e.job_id = 8;
   e.state = journal_state::running;
-  j.save(e);
-  // A crash between write and rename leaves only a temporary file.
-  std::ofstream(dir / "9.json.tmp") << "{\"job_id\":9,\"sta";
-  auto entries = j.load();
+  e.body = "b";
+  writer.save(e);
+  writer.save(finished_entry(9));
+  writer.remove(9);
+  // Read as the next start reads it, crash or not: without a sync the lines
+  // are in the file all the same.
+  auto seen = journal::inspect(dir.string());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].job_id, 8u);
+  EXPECT_EQ(seen[0].body, "b");
+  journal next(dir.string());
+  auto entries = next.load();
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(entries[0].state, journal_state::running);
-  EXPECT_FALSE(fs::exists(dir / "9.json.tmp"));
+}
+
+TEST_F(JournalTest, SyncMakesEveryEarlierAppendDurable) {
+  journal j(dir.string());
+  j.load();
+  journal_entry e;
+  e.job_id = 1;
+  const auto first = j.save(e);
+  e.job_id = 2;
+  const auto second = j.save(e);
+  EXPECT_FALSE(j.synced(first));
+  EXPECT_FALSE(j.synced(second));
+  j.sync();
+  EXPECT_TRUE(j.synced(first));
+  EXPECT_TRUE(j.synced(second));
+  e.job_id = 3;
+  EXPECT_FALSE(j.synced(j.save(e)));
+}
+
+TEST_F(JournalTest, ALineTornByACrashIsIgnored) {
+  {
+    journal j(dir.string());
+    journal_entry e;
+    e.job_id = 9;
+    e.state = journal_state::running;
+    j.save(e);
+    j.sync();
+  }
+  // A crash in the middle of the next append leaves a line without its end.
+  std::ofstream(dir / "jobs.journal", std::ios::app) << "0123456789abcdef {\"job_id\":9,\"sta";
+  journal j(dir.string());
+  std::vector<std::string> problems;
+  auto entries = j.load(&problems);
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].state, journal_state::running);
+  EXPECT_TRUE(problems.empty());
+  // Rewritten without it, so the next append starts on a line of its own.
+  journal_entry e;
+  e.job_id = 10;
+  j.save(e);
+  EXPECT_EQ(journal::inspect(dir.string()).size(), 2u);
+}
+
+TEST_F(JournalTest, GarbledLinesAreSkippedReportedAndKept) {
+  {
+    journal j(dir.string());
+    journal_entry e;
+    e.job_id = 1;
+    j.save(e);
+    e.job_id = 2;
+    j.save(e);
+    j.sync();
+  }
+  std::string text;
+  {
+    std::ifstream in(dir / "jobs.journal");
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const auto first_line_end = text.find('\n');
+  text[first_line_end - 3] ^= 0x01; // one bit of job 1's line flipped
+  std::ofstream(dir / "jobs.journal", std::ios::trunc) << text << "not a journal line\n";
+  journal j(dir.string());
+  std::vector<std::string> problems;
+  auto entries = j.load(&problems);
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].job_id, 2u);
+  ASSERT_EQ(problems.size(), 3u); // two lines, and where the old log was kept
+  EXPECT_NE(problems[0].find("line 1: unreadable (checksum does not match)"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[1].find("line 3: unreadable"), std::string::npos) << problems[1];
+  std::size_t kept = 0;
+  for (const auto& f : fs::directory_iterator(dir))
+    if (f.path().filename().string().rfind("jobs.journal.corrupt-", 0) == 0) ++kept;
+  EXPECT_EQ(kept, 1u);
+}
+
+TEST_F(JournalTest, GrowsNoFurtherThanItsBoundWhileJobsComeAndGo) {
+  journal j(dir.string());
+  j.load();
+  journal_entry e;
+  e.body = std::string(1000, 'x');
+  for (std::uint64_t id = 1; id <= 20000; ++id) {
+    e.job_id = id;
+    j.save(e);
+    j.remove(id);
+    if (id % 50 == 0) j.sync();
+  }
+  e.job_id = 20001;
+  j.save(e);
+  j.sync();
+  // 20,000 jobs came and went (about 22 MB of lines); one is in flight.
+  EXPECT_LT(fs::file_size(dir / "jobs.journal"), 5u * 1024 * 1024);
+  const auto entries = journal::inspect(dir.string());
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].job_id, 20001u);
+}
+
+TEST_F(JournalTest, EntriesOfTheOlderOneFilePerJobLayoutAreTakenOver) {
+  fs::create_directories(dir);
+  std::ofstream(dir / "12.json") << R"({"job_id":12,"state":"running","body":"old","reserved_at":5})";
+  std::ofstream(dir / "13.json.tmp") << R"({"job_id":13,"sta)"; // a write cut short
+  journal j(dir.string());
+  auto entries = j.load();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].job_id, 12u);
+  EXPECT_EQ(entries[0].body, "old");
+  EXPECT_EQ(entries[0].reserved_at, 5);
+  EXPECT_FALSE(fs::exists(dir / "12.json"));
+  EXPECT_FALSE(fs::exists(dir / "13.json.tmp"));
+  EXPECT_EQ(journal::inspect(dir.string()).size(), 1u); // now in the log
 }
 
 TEST_F(JournalTest, UnreadableEntriesAreSetAsideAndReported) {
@@ -107,7 +228,7 @@ TEST_F(JournalTest, UnreadableEntriesAreSetAsideAndReported) {
   std::ofstream(dir / "notes.txt") << "operator's file";
   std::vector<std::string> problems;
   EXPECT_TRUE(j.load(&problems).empty());
-  EXPECT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems.size(), 4u); // each unreadable, and where it went
   EXPECT_TRUE(fs::exists(dir / "11.corrupt"));
   EXPECT_TRUE(fs::exists(dir / "12.corrupt"));
   EXPECT_TRUE(fs::exists(dir / "notes.txt"));
@@ -118,7 +239,7 @@ TEST_F(JournalTest, FinishedWithoutResultIsCorrupt) {
   std::ofstream(dir / "4.json") << R"({"job_id":4,"state":"finished","body":"","reserved_at":0})";
   std::vector<std::string> problems;
   EXPECT_TRUE(j.load(&problems).empty());
-  EXPECT_EQ(problems.size(), 1u);
+  EXPECT_FALSE(problems.empty());
 }
 
 } // namespace

@@ -1,11 +1,20 @@
 #pragma once
 // The durable record of every job the router has taken from the broker and
-// not yet answered. One small file per job in statedir, replaced atomically
-// (write, fsync, rename), so a crash at any instant leaves each entry either
-// in its old or its new state. Entries are removed once the reply is put and
-// the job deleted, so the journal holds at most the jobs in flight.
+// not yet answered: one append-only file, <statedir>/jobs.journal, one line
+// per change of a job's state (or its removal), each line checksummed.
+//
+// Appending is cheap and sync() makes everything appended so far durable with
+// one fdatasync, however many jobs changed: the router appends as jobs move
+// and syncs once per turn of its loop where an order must hold (recorded
+// before the bury, before cbsd starts, before the reply is put). A crash
+// leaves the file ending anywhere; a torn last line is ignored on reading.
+//
+// The file is rewritten with only the live entries (to a temporary file,
+// synced, renamed) when it is opened and whenever it has grown past a bound,
+// so it holds at most the jobs in flight plus that bound.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,24 +39,58 @@ struct journal_entry {
 
 class journal {
  public:
-  // Creates dir (mode 0700) if needed; throws std::system_error.
-  explicit journal(std::string dir, bool sync = true);
+  // Creates dir (mode 0700) if needed; throws std::system_error. Opens no
+  // file yet: load() or the first save() does.
+  explicit journal(std::string dir);
+  // Syncs what was appended since the last sync (errors are ignored).
+  ~journal();
+  journal(const journal&) = delete;
+  journal& operator=(const journal&) = delete;
 
-  // Atomically writes the entry (replacing the previous state). Throws
-  // std::system_error.
-  void save(const journal_entry& entry) const;
-  void remove(std::uint64_t job_id) const;
+  // Reads every entry (the log, and the one-file-per-job <id>.json entries
+  // an older version wrote), then rewrites the log with just those, synced,
+  // and removes the older files. Unreadable lines are reported in `problems`
+  // and the log that held them is kept as jobs.journal.corrupt-<time>;
+  // unreadable <id>.json files are renamed <id>.corrupt. Ordered by job id.
+  // Throws std::system_error when the directory cannot be read or written.
+  std::vector<journal_entry> load(std::vector<std::string>* problems = nullptr);
 
-  // Every readable entry, by job id. Leftover temporary files are removed;
-  // unreadable entries are renamed to <id>.corrupt and reported in `problems`.
-  std::vector<journal_entry> load(std::vector<std::string>* problems = nullptr) const;
+  // Appends the entry's new state. Durable once sync() has returned; returns
+  // the number to give synced() to learn whether it is. Throws
+  // std::system_error (and then nothing was appended).
+  std::uint64_t save(const journal_entry& entry);
+  // Appends the entry's removal; nothing needs to wait for it to be durable
+  // (a removal lost in a crash leaves an entry whose job the broker no longer
+  // has, which the router drops). Throws std::system_error.
+  void remove(std::uint64_t job_id);
+
+  // One fdatasync for everything appended so far (or, past the size bound, a
+  // rewrite). Throws std::system_error.
+  void sync();
+  // Whether the append numbered `sequence` (from save) is durable.
+  bool synced(std::uint64_t sequence) const { return sequence <= synced_; }
+  // Entries live now (saved and not removed).
+  std::size_t size() const { return live_.size(); }
 
   const std::string& dir() const { return dir_; }
+  std::string log_path() const;
+
+  // The entries a journal directory holds, read without changing anything
+  // (for inspection while a router owns it).
+  static std::vector<journal_entry> inspect(const std::string& dir);
 
  private:
-  std::string path_for(std::uint64_t job_id) const;
+  void append(std::uint64_t job_id, const std::string& line, bool removal);
+  void open_for_append();
+  void rewrite();
+
   std::string dir_;
-  bool sync_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;          // bytes in the log file
+  std::uint64_t rewritten_size_ = 0; // its size right after the last rewrite
+  std::uint64_t appended_ = 0;      // appends so far
+  std::uint64_t synced_ = 0;        // appends known durable
+  std::map<std::uint64_t, std::string> live_; // job id -> its latest line
 };
 
 const char* to_string(journal_state s);

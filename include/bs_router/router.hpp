@@ -87,6 +87,7 @@ class router {
   std::size_t waiting_for_jname() const;
   void check_done();
   void save(const job_ptr& job);
+  boost::asio::awaitable<void> make_durable(std::uint64_t sequence);
   std::string render_metrics();
 
   boost::asio::io_context& io_;
