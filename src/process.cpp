@@ -457,7 +457,7 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
       capture ? stdout_pipe->write.get() : spec.stdout_fd,
       spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null.get(),
       -1,
-      close_limit_for_child(),
+      0,
   };
 
   pid_t pid = -1;
@@ -478,6 +478,7 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
     report_pipe = make_cloexec_pipe();
     if (!report_pipe) co_return start_failed("pipe: " + errno_text(errno));
     setup.report_fd = report_pipe->write.get();
+    setup.close_limit = close_limit_for_child();
     int fork_error = 0;
     {
       const all_signals_blocked blocked;
