@@ -416,6 +416,7 @@ struct burst_result {
 burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const std::string& journal_dir) {
   beanstalkd_server server;
   test_pool pool(server);
+  pool.keep_directory(); // see work_directory
   configure(pool, max_jobs, journal_dir);
 
   burst_result result;
@@ -462,6 +463,7 @@ struct latency_result {
 latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
   beanstalkd_server server;
   test_pool pool(server);
+  pool.keep_directory(); // see work_directory
   configure(pool, 1, journal_dir);
 
   latency_result result;
@@ -524,6 +526,7 @@ struct waiting_result {
 waiting_result run_waiting(std::size_t waiting_jobs) {
   beanstalkd_server server;
   test_pool pool(server);
+  pool.keep_directory(); // see work_directory
   configure(pool, 1, "");
 
   waiting_result result;
@@ -783,6 +786,31 @@ void progress(const std::string& what) { std::cerr << "bench_router: " << what <
 
 } // namespace
 
+// Every pool of the run lives in one directory under TMPDIR, removed when the
+// run is over. Removing each pool's thousands of job files right after its
+// measurement would slow the next one: ext4 without a journal skips inodes
+// freed in the last seconds when it allocates new ones, so every file the
+// next router creates would pay for the last one's clean-up.
+class work_directory {
+ public:
+  work_directory() {
+    std::string templ = (std::filesystem::temp_directory_path() / "bs_router_bench.XXXXXX").string();
+    if (::mkdtemp(templ.data()) == nullptr)
+      throw std::runtime_error("mkdtemp " + templ + ": " + std::strerror(errno));
+    path_ = templ;
+    ::setenv("TMPDIR", path_.c_str(), 1); // test_pool creates its pools there
+  }
+  ~work_directory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  work_directory(const work_directory&) = delete;
+  work_directory& operator=(const work_directory&) = delete;
+
+ private:
+  std::string path_;
+};
+
 int main(int argc, char** argv) {
   settings options;
   try {
@@ -796,6 +824,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  const work_directory work;
   try {
     report r;
     r.options = options;

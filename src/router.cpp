@@ -627,18 +627,20 @@ awaitable<bool> router::publish(const job_ptr& job) {
   // after a broker restart without binlog the id may name somebody else's job.
   // Asking costs two round trips, needless while the connection that was
   // open when the job was taken still is.
-  try {
-    co_await make_durable(job->journal_sequence);
-  } catch (const std::exception& ex) {
-    // The reply still goes out from memory; only a crash before that loses it.
-    log_->error("job {}: journal: {}", id, ex.what());
-  }
   const bool same_broker_life = job->publisher_epoch != 0 && job->publisher_epoch == publisher_epoch_;
   if (!same_broker_life && !co_await still_in_broker(publisher_, job->entry, nullptr)) {
     log_->warn("job {} is no longer in the broker; its reply is dropped (output kept in {})", id, files_.dir());
     co_return false;
   }
   co_await publisher_.use(cfg_.beanstalkd.reply_tube_prefix + std::to_string(id));
+  // The reply must be on disk before it is put. Waiting only now lets the
+  // next job, taken while `use` went to the broker, share the fdatasync.
+  try {
+    co_await make_durable(job->journal_sequence);
+  } catch (const std::exception& ex) {
+    // The reply still goes out from memory; only a crash before that loses it.
+    log_->error("job {}: journal: {}", id, ex.what());
+  }
   std::size_t budget = max_job_size_;
   for (;;) {
     try {

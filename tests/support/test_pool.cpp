@@ -267,6 +267,7 @@ test_pool::~test_pool() {
     std::cerr << "test_pool: test failed, keeping " << dir_.string() << "\n";
     return;
   }
+  if (keep_directory_) return;
   std::error_code ignored;
   std::filesystem::remove_all(dir_, ignored);
 }

@@ -71,6 +71,9 @@ class test_pool {
   test_pool(const test_pool&) = delete;
   test_pool& operator=(const test_pool&) = delete;
 
+  // Leaves the directory in place when the pool goes (its owner removes it).
+  void keep_directory() { keep_directory_ = true; }
+
   const std::filesystem::path& dir() const { return dir_; }
   std::string name() const { return dir_.filename().string(); }
   const std::string& tube() const { return tube_; }
@@ -149,6 +152,7 @@ class test_pool {
 
   const beanstalkd_server& server_;
   std::filesystem::path dir_;
+  bool keep_directory_ = false;
   std::string tube_;
   nlohmann::json config_;
   beanstalk_test_client client_;
