@@ -54,9 +54,17 @@ awaitable<void> connection::connect(std::string host, std::uint16_t port, durati
     socket_.close(ignored);
   });
   error_code ec;
-  auto endpoints = co_await resolver.async_resolve(host, std::to_string(port),
-                                                   asio::redirect_error(use_awaitable, ec));
-  if (!ec) co_await asio::async_connect(socket_, endpoints, asio::redirect_error(use_awaitable, ec));
+  // A numeric address needs no look-up, and so no resolver thread (which
+  // every later process start would pay for: see docs/PERFORMANCE.md).
+  error_code not_numeric;
+  const asio::ip::address address = asio::ip::make_address(host, not_numeric);
+  if (!not_numeric) {
+    co_await socket_.async_connect(asio::ip::tcp::endpoint(address, port), asio::redirect_error(use_awaitable, ec));
+  } else {
+    auto endpoints = co_await resolver.async_resolve(host, std::to_string(port),
+                                                     asio::redirect_error(use_awaitable, ec));
+    if (!ec) co_await asio::async_connect(socket_, endpoints, asio::redirect_error(use_awaitable, ec));
+  }
   deadline_timer_.cancel();
   ++generation_;
   if (ec) fail(ec);

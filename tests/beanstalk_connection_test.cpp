@@ -106,6 +106,19 @@ TEST(BeanstalkConnection, ServerErrorWordsBecomeErrorCodes) {
   EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.bury(424242, 0); }), errc::not_found);
 }
 
+// A numeric address is used as it is; a name goes through the resolver.
+TEST(BeanstalkConnection, ConnectsByAddressAndByName) {
+  beanstalkd_server server;
+  asio::io_context io;
+  for (const std::string host : {server.host(), std::string("localhost")}) {
+    connection conn(io.get_executor());
+    run(io, [&]() -> asio::awaitable<void> {
+      co_await conn.connect(host, server.port(), 5s);
+      EXPECT_GT(co_await conn.put(0, 0, 5, "hello"), 0u) << host;
+    });
+  }
+}
+
 TEST(BeanstalkConnection, ASilentServerIsNoticedByTheDeadline) {
   beanstalkd_server server;
   asio::io_context io;
