@@ -123,6 +123,8 @@ parsed_command_line<router_options> parse_router_command_line(int argc, const ch
       ->type_name("NAME")
       ->take_last();
   app.add_flag("--check", options.check_only, "Check the config file and the CBSD workdir, then exit");
+  app.add_flag("--journal", options.list_journal,
+               "List the jobs the pool's journal holds (taken, not yet answered), then exit");
 
   auto args = with_double_dash_long_names(argc, argv,
                                           {{"config", true},
@@ -130,6 +132,7 @@ parsed_command_line<router_options> parse_router_command_line(int argc, const ch
                                            {"cbsdenv", true},
                                            {"broker", true},
                                            {"check", false},
+                                           {"journal", false},
                                            {"help", false},
                                            {"version", false}});
   if (auto finished = run_parser<router_options>(app, std::move(args))) return *finished;

@@ -187,6 +187,7 @@ void read_log(const std::string& path, directory_contents& contents) {
 directory_contents read_directory(const std::string& dir) {
   directory_contents contents;
   DIR* d = ::opendir(dir.c_str());
+  if (!d && errno == ENOENT) return contents; // no router has run here yet
   if (!d) throw_errno("opendir " + dir);
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
@@ -243,6 +244,19 @@ journal::~journal() {
 }
 
 std::string journal::log_path() const { return dir_ + "/" + log_name; }
+
+std::string journal_listing(const std::vector<journal_entry>& entries) {
+  std::string text = "JOB STATE TAKEN BODY\n";
+  for (const journal_entry& entry : entries) {
+    const std::time_t taken = static_cast<std::time_t>(entry.reserved_at);
+    std::tm utc{};
+    char when[32] = "?";
+    if (::gmtime_r(&taken, &utc)) std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    text += std::to_string(entry.job_id) + " " + to_string(entry.state) + " " + when + " " +
+            json(entry.body).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  }
+  return text;
+}
 
 std::vector<journal_entry> journal::inspect(const std::string& dir) {
   directory_contents contents = read_directory(dir);

@@ -10,6 +10,7 @@
 
 #include "bs_router/command_line.hpp"
 #include "bs_router/config.hpp"
+#include "bs_router/journal.hpp"
 #include "bs_router/logging.hpp"
 #include "bs_router/pool_lock.hpp"
 #include "bs_router/router.hpp"
@@ -38,6 +39,16 @@ int main(int argc, char** argv) {
   for (const std::string& w : cfg.warnings) std::cerr << "bs_router: warning: " << w << "\n";
   if (options.check_only) {
     std::cout << options.config_path << ": ok\n";
+    return 0;
+  }
+  if (options.list_journal) {
+    // Reads only: safe while the pool's router runs.
+    try {
+      std::cout << bs_router::journal_listing(bs_router::journal::inspect(cfg.statedir));
+    } catch (const std::exception& ex) {
+      std::cerr << "bs_router: " << cfg.statedir << ": " << ex.what() << "\n";
+      return exit_failure;
+    }
     return 0;
   }
 

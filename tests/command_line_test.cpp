@@ -60,6 +60,12 @@ TEST(RouterCommandLine, DoubleDash) {
   EXPECT_EQ(parsed.options->cbsdenv, "/pool1");
   EXPECT_EQ(parsed.options->broker, "beanstalkd");
   EXPECT_TRUE(parsed.options->check_only);
+  EXPECT_FALSE(parsed.options->list_journal);
+  for (const char* flag : {"--journal", "-journal"}) {
+    auto listing = router({"-config", "pool1.json", flag});
+    ASSERT_TRUE(listing.options) << listing.output;
+    EXPECT_TRUE(listing.options->list_journal);
+  }
 }
 
 TEST(RouterCommandLine, ValueAfterEquals) {

@@ -415,6 +415,32 @@ TEST_F(RouterTest, ASecondRouterForThePoolRefusesToStartAndACrashLeavesNoStaleLo
   EXPECT_FALSE(pool.wait_final_reply(id).empty());
 }
 
+// Operators list what a pool's router holds, while it runs.
+TEST_F(RouterTest, JournalOptionListsTheJobsHeld) {
+  test_pool pool(server);
+  pool.start_router();
+  const std::filesystem::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(json{{"Command", "jstart"}, {"CommandArgs", {{"fake_wait_for", gate.string()}}}});
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jstart").size() == 1; }));
+  const auto list = [&] {
+    const std::string output = (pool.dir() / "journal.out").string();
+    std::filesystem::remove(output);
+    spawn_options opts;
+    opts.output_path = output;
+    const pid_t pid = spawn_process({BS_ROUTER_PATH, "-config", pool.config_path().string(), "--journal"}, opts);
+    auto status = wait_for_exit(pid, 30s);
+    EXPECT_TRUE(status.has_value() && exit_status_of(*status) == 0);
+    std::ifstream in(output);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string held = list();
+  EXPECT_EQ(held.rfind("JOB STATE TAKEN BODY\n" + std::to_string(id) + " running ", 0), 0u) << held;
+  EXPECT_NE(held.find(R"(\"Command\":\"jstart\")"), std::string::npos) << held;
+  std::ofstream(gate) << "go";
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  ASSERT_TRUE(wait_until([&] { return list() == "JOB STATE TAKEN BODY\n"; }));
+}
+
 TEST_F(RouterTest, PerJobFilesAreKeptWithinTheConfiguredCount) {
   test_pool pool(server, json{{"joblog_max_files", 2}});
   pool.start_router();

@@ -13,6 +13,7 @@ struct router_options {
   std::string cbsdenv;
   std::string broker;
   bool check_only = false; // --check: validate config and workspace, then exit
+  bool list_journal = false; // --journal: list the jobs the pool's journal holds, then exit
 };
 
 struct client_options {

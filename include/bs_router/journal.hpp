@@ -95,6 +95,10 @@ class journal {
 
 const char* to_string(journal_state s);
 
+// For people: one line per entry, "<id> <state> <taken, UTC> <body as a JSON
+// string>", under a header line.
+std::string journal_listing(const std::vector<journal_entry>& entries);
+
 // Creates dir and its missing parents with mode 0700 (the state of a pool is
 // the router's alone); throws std::system_error.
 void make_private_directories(const std::string& dir);
