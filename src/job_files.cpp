@@ -110,8 +110,10 @@ std::string escaped_line(const std::string& element) {
   return line;
 }
 
+// Read and write: the router reads back what the child wrote through the
+// same descriptor.
 int create_job_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, job_file_mode);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, job_file_mode);
   if (fd < 0) throw_errno(errno, "cannot open " + path);
   return fd;
 }
@@ -149,32 +151,23 @@ void job_files::write_command(std::uint64_t job_id, const std::vector<std::strin
 int job_files::open_out(std::uint64_t job_id) const { return create_job_file(out_path(job_id)); }
 int job_files::open_err(std::uint64_t job_id) const { return create_job_file(err_path(job_id)); }
 
-std::string job_files::read_head(const std::string& path, std::size_t max_bytes, std::uint64_t* total) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw_errno(errno, "cannot open " + path);
-  std::string head;
+std::string job_files::read_head(int fd, const std::string& name, std::size_t max_bytes, std::uint64_t* total) {
   struct stat status {};
-  if (::fstat(fd, &status) != 0) {
-    int error = errno;
-    ::close(fd);
-    throw_errno(error, "cannot stat " + path);
-  }
+  if (::fstat(fd, &status) != 0) throw_errno(errno, "cannot stat " + name);
+  std::string head;
   // Read in chunks rather than sized up front: max_bytes may be a generous
   // bound far above the file's size.
   head.reserve(std::min<std::uint64_t>(max_bytes, static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0))));
   char chunk[65536];
   while (head.size() < max_bytes) {
-    ssize_t n = ::read(fd, chunk, std::min(sizeof chunk, max_bytes - head.size()));
+    const ssize_t n = ::pread(fd, chunk, std::min(sizeof chunk, max_bytes - head.size()), static_cast<off_t>(head.size()));
     if (n < 0) {
       if (errno == EINTR) continue;
-      int error = errno;
-      ::close(fd);
-      throw_errno(error, "cannot read " + path);
+      throw_errno(errno, "cannot read " + name);
     }
     if (n == 0) break;
     head.append(chunk, static_cast<std::size_t>(n));
   }
-  ::close(fd);
   // A file still being written may have grown since fstat.
   if (total) *total = std::max<std::uint64_t>(static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0)), head.size());
   return head;

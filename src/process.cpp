@@ -413,8 +413,20 @@ struct process_runner::impl {
     return true;
   }
 
+  // stdin (and stderr when not given) of every child, opened once; above 2
+  // so that a daemon started without stdio can still start by posix_spawn.
+  int null_device() {
+    if (dev_null.get() < 0) {
+      unique_fd opened(::open("/dev/null", O_RDWR | O_CLOEXEC));
+      if (opened.get() >= 0 && opened.get() <= 2) opened.reset(::fcntl(opened.get(), F_DUPFD_CLOEXEC, 3));
+      dev_null = std::move(opened);
+    }
+    return dev_null.get();
+  }
+
   asio::io_context& io;
   asio::signal_set sigchld;
+  unique_fd dev_null;
   std::map<pid_t, std::shared_ptr<running_child>> children;
   bool waiting_for_sigchld = false;
   std::shared_ptr<int> lifetime = std::make_shared<int>(0);
@@ -440,8 +452,8 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
   const exec_strings envp(spec.env);
   const bool capture = spec.stdout_fd < 0;
 
-  unique_fd dev_null(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (dev_null.get() < 0) co_return start_failed("open /dev/null: " + errno_text(errno));
+  const int dev_null = impl_->null_device();
+  if (dev_null < 0) co_return start_failed("open /dev/null: " + errno_text(errno));
   std::optional<pipe_ends> stdout_pipe;
   if (capture) {
     stdout_pipe = make_cloexec_pipe();
@@ -453,9 +465,9 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
       argv.data(),
       envp.data(),
       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
-      dev_null.get(),
+      dev_null,
       capture ? stdout_pipe->write.get() : spec.stdout_fd,
-      spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null.get(),
+      spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null,
       -1,
       0,
   };
@@ -494,7 +506,6 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
   }
 
   if (stdout_pipe) stdout_pipe->write.reset();
-  dev_null.reset();
 
   auto child = std::make_shared<running_child>(impl_->io, pid, spec.capture_limit);
   // Registered before anything can resume the event loop, so its SIGCHLD

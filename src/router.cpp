@@ -546,9 +546,9 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
 
   // Read no more than a reply can carry; the files keep everything.
   std::uint64_t out_total = 0, err_total = 0;
-  r.message = note + job_files::read_head(files_.out_path(id), max_job_size_, &out_total);
+  r.message = note + job_files::read_head(out.fd, files_.out_path(id), max_job_size_, &out_total);
   r.message_bytes = note.size() + out_total;
-  r.stderr_text = job_files::read_head(files_.err_path(id), max_job_size_, &err_total);
+  r.stderr_text = job_files::read_head(err.fd, files_.err_path(id), max_job_size_, &err_total);
   r.stderr_bytes = err_total;
   r.duration_seconds = std::chrono::duration<double>(result.elapsed).count();
   co_return r;

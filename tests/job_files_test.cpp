@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -164,7 +165,7 @@ TEST(JobFiles, WriteCommandReplacesAtomicallyAndLeavesNoTemporary) {
   EXPECT_EQ(status.st_mode & 0777 & ~0640u, 0u) << std::oct << status.st_mode;
 }
 
-TEST(JobFiles, OpenOutAndErrTruncateWithMode0640AndCloseOnExec) {
+TEST(JobFiles, OpenOutAndErrTruncateWithMode0640ReadWriteAndCloseOnExec) {
   temporary_directory dir;
   job_files files(dir.path(), 0, 0);
   write_file(files.out_path(3), "old output that must go");
@@ -176,7 +177,7 @@ TEST(JobFiles, OpenOutAndErrTruncateWithMode0640AndCloseOnExec) {
   ASSERT_GE(err, 0);
   EXPECT_TRUE(::fcntl(out, F_GETFD) & FD_CLOEXEC);
   EXPECT_TRUE(::fcntl(err, F_GETFD) & FD_CLOEXEC);
-  EXPECT_EQ(::fcntl(out, F_GETFL) & O_ACCMODE, O_WRONLY);
+  EXPECT_EQ(::fcntl(out, F_GETFL) & O_ACCMODE, O_RDWR); // read back after the run
   ASSERT_EQ(::write(out, "new\n", 4), 4);
   ASSERT_EQ(::write(err, "warning\n", 8), 8);
   ::close(out);
@@ -198,27 +199,40 @@ TEST(JobFiles, OpenFailureThrows) {
 
 TEST(JobFiles, ReadHeadIsBounded) {
   temporary_directory dir;
-  std::string path = dir.path() + "/5.out";
-  write_file(path, "0123456789");
+  job_files files(dir.path(), 0, 0);
+  // Read back through the descriptor the child wrote to, from its start
+  // whatever the descriptor's position.
+  const int fd = files.open_out(5);
+  const auto read = [&](std::size_t max, std::uint64_t* total) { return job_files::read_head(fd, "5.out", max, total); };
+  const auto rewrite = [&](const std::string& text) {
+    ASSERT_EQ(::ftruncate(fd, 0), 0);
+    ASSERT_EQ(::pwrite(fd, text.data(), text.size(), 0), static_cast<ssize_t>(text.size()));
+  };
+  rewrite("0123456789");
   std::uint64_t total = 0;
-  EXPECT_EQ(job_files::read_head(path, 4, &total), "0123");
+  EXPECT_EQ(read(4, &total), "0123");
   EXPECT_EQ(total, 10u);
-  EXPECT_EQ(job_files::read_head(path, 100, &total), "0123456789");
+  EXPECT_EQ(read(100, &total), "0123456789");
   EXPECT_EQ(total, 10u);
-  EXPECT_EQ(job_files::read_head(path, 0, &total), "");
+  EXPECT_EQ(read(0, &total), "");
   EXPECT_EQ(total, 10u);
-  EXPECT_EQ(job_files::read_head(path, 10, nullptr), "0123456789");
+  EXPECT_EQ(read(10, nullptr), "0123456789");
 
   std::string big(200000, 'b');
-  write_file(path, big);
-  EXPECT_EQ(job_files::read_head(path, 150000, &total), big.substr(0, 150000));
+  rewrite(big);
+  EXPECT_EQ(read(150000, &total), big.substr(0, 150000));
   EXPECT_EQ(total, 200000u);
 
-  write_file(path, "");
-  EXPECT_EQ(job_files::read_head(path, 10, &total), "");
+  rewrite("");
+  EXPECT_EQ(read(10, &total), "");
   EXPECT_EQ(total, 0u);
 
-  EXPECT_THROW(job_files::read_head(dir.path() + "/missing", 10, &total), std::system_error);
+  // Removed meanwhile: the descriptor still reads it.
+  rewrite("kept");
+  std::filesystem::remove(files.out_path(5));
+  EXPECT_EQ(read(10, &total), "kept");
+  ::close(fd);
+  EXPECT_THROW(read(10, &total), std::system_error);
 }
 
 TEST(JobFiles, PruneByAge) {

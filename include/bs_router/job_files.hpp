@@ -24,13 +24,14 @@ class job_files {
   // bytes that are not printable, so that the file shows exactly what ran.
   void write_command(std::uint64_t job_id, const std::vector<std::string>& argv) const;
 
-  // Opens (truncating) <id>.out and <id>.err for the child; O_CLOEXEC fds the
-  // caller closes. Throws std::system_error.
+  // Opens (truncating) <id>.out and <id>.err for the child, for reading and
+  // writing; O_CLOEXEC fds the caller closes. Throws std::system_error.
   int open_out(std::uint64_t job_id) const;
   int open_err(std::uint64_t job_id) const;
 
-  // Reads up to max_bytes from the start of a file; *total gets its size.
-  static std::string read_head(const std::string& path, std::size_t max_bytes, std::uint64_t* total);
+  // Reads up to max_bytes from the start of an open file (whatever the
+  // descriptor's position); *total gets its size; `name` is for errors.
+  static std::string read_head(int fd, const std::string& name, std::size_t max_bytes, std::uint64_t* total);
 
   // Removes files of jobs older than max_age_days and, past max_files jobs,
   // the oldest. Returns how many jobs' files were removed.
