@@ -110,7 +110,7 @@ TEST(BeanstalkConnection, ServerErrorWordsBecomeErrorCodes) {
 TEST(BeanstalkConnection, ConnectsByAddressAndByName) {
   beanstalkd_server server;
   asio::io_context io;
-  for (const std::string host : {server.host(), std::string("localhost")}) {
+  for (const std::string& host : {server.host(), std::string("localhost")}) {
     connection conn(io.get_executor());
     run(io, [&]() -> asio::awaitable<void> {
       co_await conn.connect(host, server.port(), 5s);
