@@ -39,7 +39,10 @@
 #include <spawn.h>
 #include <stdexcept>
 #include <string>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <thread>
@@ -295,14 +298,70 @@ baseline_result measure_baseline(std::size_t spawns) {
 
 // --- the router --------------------------------------------------------------------
 
+// A port nothing listens on now (the kernel's choice for port 0); the router
+// binds it moments later.
+std::uint16_t free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  ::close(fd);
+  if (!ok) throw std::runtime_error(std::string("bind: ") + std::strerror(errno));
+  return ntohs(address.sin_port);
+}
+
+// One sample of the router's metrics (GET /metrics), nullopt if unreadable.
+std::optional<double> scrape_metric(std::uint16_t port, const std::string& name) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  std::string text;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
+    if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char chunk[4096];
+      for (ssize_t n; (n = ::read(fd, chunk, sizeof chunk)) > 0;) text.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  const auto at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return std::nullopt;
+  return std::strtod(text.c_str() + at + name.size() + 2, nullptr);
+}
+
+// The journal's syncs and the time they took, per job.
+struct journal_cost {
+  double syncs_per_job = 0;
+  double sync_ms_per_job = 0;
+};
+
+std::optional<journal_cost> journal_cost_per_job(std::uint16_t metrics_port, std::size_t jobs) {
+  const auto syncs = scrape_metric(metrics_port, "bs_router_journal_syncs_total");
+  const auto seconds = scrape_metric(metrics_port, "bs_router_journal_sync_seconds_total");
+  if (!syncs || !seconds || jobs == 0) return std::nullopt;
+  return journal_cost{*syncs / static_cast<double>(jobs), *seconds * 1000 / static_cast<double>(jobs)};
+}
+
 // The pool's config beside test_pool's defaults (which already put logfile,
 // logdir and statedir inside the pool dir and use 1 s reserve and reconnect
 // timeouts): the stand-in as cbsd, the concurrency under test, and the
 // journal elsewhere when asked.
-void configure(test_pool& pool, int max_jobs, const std::string& journal_dir) {
-  json extra = {{"cbsd_path", cbsd_stub_path}, {"max_jobs", max_jobs}};
+// Returns the metrics port it chose.
+std::uint16_t configure(test_pool& pool, int max_jobs, const std::string& journal_dir) {
+  const std::uint16_t metrics_port = free_loopback_port();
+  json extra = {{"cbsd_path", cbsd_stub_path},
+                {"max_jobs", max_jobs},
+                {"metrics_listen", fmt::format("127.0.0.1:{}", metrics_port)}};
   if (!journal_dir.empty()) extra["statedir"] = journal_dir + "/" + pool.name();
   pool.write_config(extra);
+  return metrics_port;
 }
 
 // test_pool removes its own directory; a statedir placed elsewhere is ours.
@@ -403,6 +462,7 @@ struct burst_result {
   std::optional<long> vm_hwm_kb;   // Linux: /proc/<pid>/status before the stop
   std::optional<long> peak_rss_kb; // wait4 after the stop
   std::optional<cpu_split> router_cpu_ms_per_job; // Linux: the router, and the cbsd runs it reaped
+  std::optional<journal_cost> journal;
 
   double jobs_per_second() const { return static_cast<double>(jobs) / seconds; }
   double runs_per_second() const {
@@ -417,7 +477,7 @@ burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const st
   beanstalkd_server server;
   test_pool pool(server);
   pool.keep_directory(); // see work_directory
-  configure(pool, max_jobs, journal_dir);
+  const std::uint16_t metrics_port = configure(pool, max_jobs, journal_dir);
 
   burst_result result;
   result.max_jobs = max_jobs;
@@ -439,6 +499,7 @@ burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const st
   result.seconds = seconds_between(started, steady::now());
 
   result.vm_hwm_kb = proc_status_kb(pool.router_pid(), "VmHWM");
+  result.journal = journal_cost_per_job(metrics_port, jobs);
   if (const auto cpu = proc_cpu(pool.router_pid()))
     result.router_cpu_ms_per_job = cpu_split{cpu->own_ms / static_cast<double>(jobs),
                                              cpu->children_ms / static_cast<double>(jobs)};
@@ -455,6 +516,7 @@ struct latency_result {
   double p99_ms = 0;
   double run_p50_ms = 0; // the replies' Duration: the router's own timing of the cbsd run
   double startup_ms = 0; // start_router() until its log says it serves (10 ms polls)
+  std::optional<journal_cost> journal;
   reply_tally replies;
 };
 
@@ -464,7 +526,7 @@ latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
   beanstalkd_server server;
   test_pool pool(server);
   pool.keep_directory(); // see work_directory
-  configure(pool, 1, journal_dir);
+  const std::uint16_t metrics_port = configure(pool, 1, journal_dir);
 
   latency_result result;
   result.journal_elsewhere = !journal_dir.empty();
@@ -507,6 +569,7 @@ latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
   result.p50_ms = percentile(latencies_ms, 0.50);
   result.p99_ms = percentile(latencies_ms, 0.99);
   result.run_p50_ms = percentile(run_durations_ms, 0.50);
+  result.journal = journal_cost_per_job(metrics_port, latency_warmup_runs + runs);
   stop_router_and_read_peak_kb(pool);
   remove_outside_statedir(pool, journal_dir);
   return result;
@@ -609,6 +672,11 @@ std::string burst_label(const burst_result& b) {
 }
 
 // "router (or spawner) + its children", milliseconds per job or spawn.
+std::string journal_text(const std::optional<journal_cost>& cost) {
+  if (!cost) return "n/a | n/a";
+  return fmt::format("{:.2f} | {:.3f}", cost->syncs_per_job, cost->sync_ms_per_job);
+}
+
 std::string cpu_text(const std::optional<cpu_split>& cpu) {
   if (!cpu) return "n/a";
   return fmt::format("{:.2f} + {:.2f}", cpu->own_ms, cpu->children_ms);
@@ -648,6 +716,14 @@ void print_markdown(const report& r) {
             << fmt::format("| baseline, after | {} |\n", cpu_text(r.after.cpu_ms_per_spawn));
   for (const auto& b : r.bursts)
     std::cout << fmt::format("| burst, max_jobs {}, {} | {} |\n", b.max_jobs, burst_label(b), cpu_text(b.router_cpu_ms_per_job));
+
+  std::cout << "\n#### The journal: syncs per job, and the time the router waited for them per job\n\n"
+            << "| | syncs per job | ms per job |\n|---|---|---|\n";
+  for (const auto& b : r.bursts)
+    std::cout << fmt::format("| burst, max_jobs {}, {} | {} |\n", b.max_jobs, burst_label(b), journal_text(b.journal));
+  for (const auto& l : r.latencies)
+    std::cout << fmt::format("| one at a time{} | {} |\n", l.journal_elsewhere ? ", journal elsewhere" : "",
+                             journal_text(l.journal));
 
   std::cout << fmt::format("\n#### Latency: one job at a time, {} runs after {} warm-up runs\n\n",
                            r.options.latency_runs, latency_warmup_runs)

@@ -10,6 +10,7 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -360,12 +361,15 @@ void journal::remove(std::uint64_t job_id) {
 
 void journal::sync() {
   if (fd_ < 0 || synced_ == appended_) return;
+  const auto started = std::chrono::steady_clock::now();
   if (size_ - rewritten_size_ > rewrite_after_bytes) {
     rewrite();
-    return;
+  } else {
+    if (::fdatasync(fd_) != 0) throw_errno("fdatasync " + log_path());
+    synced_ = appended_;
   }
-  if (::fdatasync(fd_) != 0) throw_errno("fdatasync " + log_path());
-  synced_ = appended_;
+  ++syncs_;
+  sync_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 }
 
 } // namespace bs_router

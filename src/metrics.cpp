@@ -161,6 +161,14 @@ std::string metrics::render() const {
                 "Connections to beanstalkd made again after one was lost.");
   append_sample(out, "bs_router_reconnects_total", reconnects_);
 
+  append_header(out, "bs_router_journal_syncs_total", "counter",
+                "Times the journal was made durable (one fdatasync, or a rewrite, for every job that moved meanwhile).");
+  append_sample(out, "bs_router_journal_syncs_total", journal_syncs_);
+
+  append_header(out, "bs_router_journal_sync_seconds_total", "counter",
+                "Time spent making the journal durable, during which the router waited for the disk.");
+  append_sample(out, "bs_router_journal_sync_seconds_total", journal_sync_seconds_);
+
   append_header(out, "bs_router_info", "gauge", "Version of this router; always 1.");
   append_sample(out, "bs_router_info", "version", version_, std::uint64_t{1});
 

@@ -122,9 +122,13 @@ TEST_F(JournalTest, SyncMakesEveryEarlierAppendDurable) {
   const auto second = j.save(e);
   EXPECT_FALSE(j.synced(first));
   EXPECT_FALSE(j.synced(second));
+  EXPECT_EQ(j.syncs(), 0u);
   j.sync();
   EXPECT_TRUE(j.synced(first));
   EXPECT_TRUE(j.synced(second));
+  EXPECT_EQ(j.syncs(), 1u); // one for both
+  j.sync();
+  EXPECT_EQ(j.syncs(), 1u); // nothing new to sync
   e.job_id = 3;
   EXPECT_FALSE(j.synced(j.save(e)));
 }

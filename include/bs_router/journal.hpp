@@ -71,6 +71,9 @@ class journal {
   bool synced(std::uint64_t sequence) const { return sequence <= synced_; }
   // Entries live now (saved and not removed).
   std::size_t size() const { return live_.size(); }
+  // Syncs made since this object was created, and the time they took.
+  std::uint64_t syncs() const { return syncs_; }
+  double sync_seconds() const { return sync_seconds_; }
 
   const std::string& dir() const { return dir_; }
   std::string log_path() const;
@@ -90,6 +93,8 @@ class journal {
   std::uint64_t rewritten_size_ = 0; // its size right after the last rewrite
   std::uint64_t appended_ = 0;      // appends so far
   std::uint64_t synced_ = 0;        // appends known durable
+  std::uint64_t syncs_ = 0;
+  double sync_seconds_ = 0;
   std::map<std::uint64_t, std::string> live_; // job id -> its latest line
 };
 

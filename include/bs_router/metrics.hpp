@@ -53,6 +53,12 @@ class metrics {
   void set_replies_waiting(std::size_t n) { replies_waiting_ = n; }
   void set_broker_connected(bool connected) { broker_connected_ = connected; }
   void reconnect() { ++reconnects_; }
+  // The journal's own totals: syncs made (fdatasync or rewrite) and the time
+  // they took, which is how long the disk held the router up.
+  void set_journal_syncs(std::uint64_t syncs, double seconds) {
+    journal_syncs_ = syncs;
+    journal_sync_seconds_ = seconds;
+  }
 
   // The text exposition format 0.0.4, with # HELP and # TYPE lines.
   std::string render() const;
@@ -70,6 +76,8 @@ class metrics {
   std::size_t replies_waiting_ = 0;
   bool broker_connected_ = false;
   std::uint64_t reconnects_ = 0;
+  std::uint64_t journal_syncs_ = 0;
+  double journal_sync_seconds_ = 0;
 };
 
 // Serves `render()` on GET /metrics, one request per connection (HTTP/1.0
