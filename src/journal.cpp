@@ -327,6 +327,7 @@ void journal::rewrite() {
   size_ = size;
   rewritten_size_ = size;
   synced_ = appended_;
+  needs_rewrite_ = false;
 }
 
 void journal::append(std::uint64_t job_id, const std::string& line, bool removal) {
@@ -362,10 +363,16 @@ void journal::remove(std::uint64_t job_id) {
 void journal::sync() {
   if (fd_ < 0 || synced_ == appended_) return;
   const auto started = std::chrono::steady_clock::now();
-  if (size_ - rewritten_size_ > rewrite_after_bytes) {
+  // After a failed fdatasync the kernel may have dropped the pages it could
+  // not write, and a later fdatasync would not know: only a rewrite from
+  // memory makes the entries durable again.
+  if (needs_rewrite_ || size_ - rewritten_size_ > rewrite_after_bytes) {
     rewrite();
   } else {
-    if (::fdatasync(fd_) != 0) throw_errno("fdatasync " + log_path());
+    if (::fdatasync(fd_) != 0) {
+      needs_rewrite_ = true;
+      throw_errno("fdatasync " + log_path());
+    }
     synced_ = appended_;
   }
   ++syncs_;

@@ -64,8 +64,8 @@ class journal {
   // has, which the router drops). Throws std::system_error.
   void remove(std::uint64_t job_id);
 
-  // One fdatasync for everything appended so far (or, past the size bound, a
-  // rewrite). Throws std::system_error.
+  // One fdatasync for everything appended so far (or a rewrite: past the
+  // size bound, and after a failed fdatasync). Throws std::system_error.
   void sync();
   // Whether the append numbered `sequence` (from save) is durable.
   bool synced(std::uint64_t sequence) const { return sequence <= synced_; }
@@ -93,6 +93,7 @@ class journal {
   std::uint64_t rewritten_size_ = 0; // its size right after the last rewrite
   std::uint64_t appended_ = 0;      // appends so far
   std::uint64_t synced_ = 0;        // appends known durable
+  bool needs_rewrite_ = false;      // an fdatasync failed
   std::uint64_t syncs_ = 0;
   double sync_seconds_ = 0;
   std::map<std::uint64_t, std::string> live_; // job id -> its latest line
