@@ -413,8 +413,8 @@ struct process_runner::impl {
     return true;
   }
 
-  // stdin (and stderr when not given) of every child, opened once; above 2
-  // so that a daemon started without stdio can still start by posix_spawn.
+  // stdin (and stderr when not given) of every child, opened once; moved
+  // above 2 so that it never keeps a child from being started by posix_spawn.
   int null_device() {
     if (dev_null.get() < 0) {
       unique_fd opened(::open("/dev/null", O_RDWR | O_CLOEXEC));
