@@ -32,8 +32,6 @@ using nlohmann::json;
 
 const char* state_names[] = {"accepted", "running", "finished"};
 
-const char* to_string_impl(journal_state s) { return state_names[static_cast<int>(s)]; }
-
 json reply_to_json(const reply& r) {
   return json{{"job_id", r.job_id},           {"err_code", r.err_code},
               {"message", r.message},         {"progress", r.progress},
@@ -104,7 +102,7 @@ std::string as_line(const json& record) {
 
 json entry_to_json(const journal_entry& entry) {
   json j{{"job_id", entry.job_id},
-         {"state", to_string_impl(entry.state)},
+         {"state", to_string(entry.state)},
          {"body", entry.body},
          {"reserved_at", entry.reserved_at}};
   if (entry.result) j["result"] = reply_to_json(*entry.result);
@@ -234,17 +232,17 @@ void make_private_directories(const std::string& dir) {
   }
 }
 
-const char* to_string(journal_state s) { return to_string_impl(s); }
+const char* to_string(journal_state s) { return state_names[static_cast<int>(s)]; }
 
-journal::journal(std::string dir) : dir_(std::move(dir)) { make_private_directories(dir_); }
+journal::journal(std::string dir) : dir_(std::move(dir)), log_path_(dir_ + "/" + log_name) {
+  make_private_directories(dir_);
+}
 
 journal::~journal() {
   if (fd_ < 0) return;
   if (synced_ < appended_) ::fdatasync(fd_);
   ::close(fd_);
 }
-
-std::string journal::log_path() const { return dir_ + "/" + log_name; }
 
 std::string journal_listing(const std::vector<journal_entry>& entries) {
   std::string text = "JOB STATE TAKEN BODY\n";
@@ -356,7 +354,8 @@ std::uint64_t journal::save(const journal_entry& entry) {
 }
 
 void journal::remove(std::uint64_t job_id) {
-  if (fd_ >= 0 && !live_.count(job_id)) return;
+  open_for_append();
+  if (!live_.count(job_id)) return; // nothing to remove
   append(job_id, as_line(json{{"job_id", job_id}, {"removed", true}}), true);
 }
 

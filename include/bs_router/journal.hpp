@@ -76,7 +76,7 @@ class journal {
   double sync_seconds() const { return sync_seconds_; }
 
   const std::string& dir() const { return dir_; }
-  std::string log_path() const;
+  const std::string& log_path() const { return log_path_; }
 
   // The entries a journal directory holds, read without changing anything
   // (for inspection while a router owns it).
@@ -88,6 +88,7 @@ class journal {
   void rewrite();
 
   std::string dir_;
+  std::string log_path_; // <dir>/jobs.journal
   int fd_ = -1;
   std::uint64_t size_ = 0;          // bytes in the log file
   std::uint64_t rewritten_size_ = 0; // its size right after the last rewrite
