@@ -15,6 +15,7 @@
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
@@ -39,10 +40,7 @@
 #include <spawn.h>
 #include <stdexcept>
 #include <string>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <thread>
@@ -315,39 +313,9 @@ double adjacent_spawn_rate(int max_jobs, std::size_t spawns) {
 
 // --- the router --------------------------------------------------------------------
 
-// A port nothing listens on now (the kernel's choice for port 0); the router
-// binds it moments later.
-std::uint16_t free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  ::close(fd);
-  if (!ok) throw std::runtime_error(std::string("bind: ") + std::strerror(errno));
-  return ntohs(address.sin_port);
-}
-
-// One sample of the router's metrics (GET /metrics), nullopt if unreadable.
+// One sample of the router's metrics, nullopt if unreadable.
 std::optional<double> scrape_metric(std::uint16_t port, const std::string& name) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return std::nullopt;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = htons(port);
-  std::string text;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
-    if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char chunk[4096];
-      for (ssize_t n; (n = ::read(fd, chunk, sizeof chunk)) > 0;) text.append(chunk, static_cast<std::size_t>(n));
-    }
-  }
-  ::close(fd);
+  const std::string text = http_get(port, "/metrics");
   const auto at = text.find("\n" + name + " ");
   if (at == std::string::npos) return std::nullopt;
   return std::strtod(text.c_str() + at + name.size() + 2, nullptr);

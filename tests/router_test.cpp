@@ -2,9 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -13,6 +10,7 @@
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
@@ -457,42 +455,8 @@ TEST_F(RouterTest, PerJobFilesAreKeptWithinTheConfiguredCount) {
   EXPECT_TRUE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[3]) + ".out")));
 }
 
-// A loopback port nobody holds right now.
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// GET over a plain socket; the whole response, headers included.
-std::string http_get(std::uint16_t port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  std::string response;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buf[4096];
-      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) response.append(buf, static_cast<std::size_t>(n));
-    }
-  }
-  ::close(fd);
-  return response;
-}
-
 TEST_F(RouterTest, ServesPrometheusMetrics) {
-  const std::uint16_t port = free_port();
+  const std::uint16_t port = free_loopback_port();
   test_pool pool(server, json{{"metrics_listen", "127.0.0.1:" + std::to_string(port)}});
   pool.start_router();
   for (const char* body : {R"({"Command":"jls"})", R"({"Command":"jls","CommandArgs":{"fake_exit":2}})", "nonsense"}) {

@@ -1,16 +1,14 @@
 #include "support/beanstalkd_server.hpp"
 
 #include "support/beanstalk_test_client.hpp"
+#include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
-#include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <netinet/in.h>
 #include <stdexcept>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,28 +21,8 @@ constexpr std::chrono::seconds ready_limit{10};
 constexpr std::chrono::seconds restart_limit{30};
 constexpr std::chrono::seconds stop_limit{30};
 
-// A port the kernel just called free. Another process may take it before
-// beanstalkd binds it; starting checks for that and picks another.
-std::uint16_t pick_free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int error = errno;
-    close(fd);
-    throw std::runtime_error(std::string("bind 127.0.0.1:0: ") + std::strerror(error));
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // The server on `port` is ours only if its own stats say so: a stranger that
-// grabbed the port between pick_free_port() and our bind would also answer.
+// grabbed the port between free_loopback_port() and our bind would also answer.
 bool answers_as(std::uint16_t port, pid_t pid) {
   try {
     beanstalk_test_client client("127.0.0.1", port);
@@ -63,7 +41,7 @@ beanstalkd_server::beanstalkd_server() : beanstalkd_server(options{}) {}
 
 beanstalkd_server::beanstalkd_server(options opts) : options_(std::move(opts)) {
   for (int attempt = 0; attempt < start_attempts; ++attempt) {
-    if (try_start_on(pick_free_port())) return;
+    if (try_start_on(free_loopback_port())) return;
   }
   throw std::runtime_error("beanstalkd_server: could not start " + std::string(executable) +
                            " on a free port after " + std::to_string(start_attempts) +

@@ -1,0 +1,18 @@
+#pragma once
+// Loopback helpers for tests and the benchmark: a free port, and a plain
+// HTTP GET (for the router's metrics).
+
+#include <cstdint>
+#include <string>
+
+namespace bs_router::testing {
+
+// A port the kernel just called free on 127.0.0.1. Another process may take
+// it before the caller binds it. Throws std::runtime_error.
+std::uint16_t free_loopback_port();
+
+// GET `path` from 127.0.0.1:`port` over a plain socket (HTTP/1.0, 10 s read
+// timeout); the whole response, headers included, or "" if nothing answered.
+std::string http_get(std::uint16_t port, const std::string& path);
+
+} // namespace bs_router::testing
