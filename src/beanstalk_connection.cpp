@@ -28,6 +28,7 @@ void connection::close() noexcept {
   deadline_timer_.cancel();
   ++generation_;
   input_.clear();
+  unanswered_ = 0;
 }
 
 bool connection::is_open() const noexcept { return socket_.is_open(); }
@@ -73,8 +74,7 @@ awaitable<void> connection::connect(std::string host, std::uint16_t port, durati
   socket_.set_option(keep_alive, ec);
 }
 
-awaitable<response> connection::round_trip(std::string request, duration deadline) {
-  if (!socket_.is_open()) fail(asio::error::not_connected);
+void connection::arm_deadline(duration deadline) {
   deadline_passed_ = false;
   const std::uint64_t generation = ++generation_;
   deadline_timer_.expires_after(deadline);
@@ -84,26 +84,52 @@ awaitable<response> connection::round_trip(std::string request, duration deadlin
     error_code ignored;
     socket_.close(ignored);
   });
+}
 
+void connection::disarm_deadline() {
+  deadline_timer_.cancel();
+  ++generation_;
+}
+
+awaitable<void> connection::send(std::string requests, std::size_t count, duration deadline) {
+  if (!socket_.is_open()) fail(asio::error::not_connected);
+  if (unanswered_ != 0) fail(make_error_code(errc::unexpected_response)); // answers not collected: out of step
+  arm_deadline(deadline);
   error_code ec;
-  co_await asio::async_write(socket_, asio::buffer(request), asio::redirect_error(use_awaitable, ec));
+  co_await asio::async_write(socket_, asio::buffer(requests), asio::redirect_error(use_awaitable, ec));
   if (ec) fail(ec);
+  disarm_deadline();
+  unanswered_ = count;
+}
 
+awaitable<std::vector<response>> connection::collect(duration deadline) {
+  if (!socket_.is_open()) fail(asio::error::not_connected);
+  arm_deadline(deadline);
+  std::vector<response> answers;
+  answers.reserve(unanswered_);
   std::array<char, 16 * 1024> chunk;
-  for (;;) {
+  while (unanswered_ > 0) {
     parse_result parsed = parse_response(input_, max_body_);
     if (parsed.status == parse_status::complete) {
       input_.erase(0, parsed.consumed);
-      deadline_timer_.cancel();
-      ++generation_;
-      co_return std::move(parsed.value);
+      answers.push_back(std::move(parsed.value));
+      --unanswered_;
+      continue;
     }
     if (parsed.status == parse_status::bad) fail(make_error_code(errc::bad_response));
-    std::size_t n = co_await socket_.async_read_some(asio::buffer(chunk),
-                                                     asio::redirect_error(use_awaitable, ec));
+    error_code ec;
+    std::size_t n = co_await socket_.async_read_some(asio::buffer(chunk), asio::redirect_error(use_awaitable, ec));
     if (ec) fail(ec);
     input_.append(chunk.data(), n);
   }
+  disarm_deadline();
+  co_return answers;
+}
+
+awaitable<response> connection::round_trip(std::string request, duration deadline) {
+  co_await send(std::move(request), 1, deadline);
+  std::vector<response> answers = co_await collect(deadline);
+  co_return std::move(answers.front());
 }
 
 void connection::expect(const response& r, std::initializer_list<response_kind> kinds) {
@@ -151,6 +177,34 @@ awaitable<std::optional<job>> connection::reserve_with_timeout(std::chrono::seco
 awaitable<void> connection::bury(std::uint64_t id, std::uint32_t priority) {
   response r = co_await round_trip(encode_bury(id, priority), command_deadline_);
   expect(r, {response_kind::buried});
+}
+
+awaitable<void> connection::request_ready(std::size_t n) {
+  std::string requests;
+  for (std::size_t i = 0; i < n; ++i) requests += encode_reserve_with_timeout(0);
+  co_await send(std::move(requests), n, command_deadline_);
+}
+
+awaitable<std::vector<job>> connection::collect_ready() {
+  std::vector<job> jobs;
+  // A waiting job may arrive between two of the requests: each answer counts.
+  for (response& r : co_await collect(command_deadline_)) {
+    expect(r, {response_kind::reserved, response_kind::timed_out, response_kind::deadline_soon});
+    if (r.kind == response_kind::reserved) jobs.push_back(job{r.value, std::move(r.body)});
+  }
+  co_return jobs;
+}
+
+awaitable<std::vector<bool>> connection::bury_each(const std::vector<std::uint64_t>& ids, std::uint32_t priority) {
+  std::string requests;
+  for (std::uint64_t id : ids) requests += encode_bury(id, priority);
+  co_await send(std::move(requests), ids.size(), command_deadline_);
+  std::vector<bool> buried;
+  for (const response& r : co_await collect(command_deadline_)) {
+    expect(r, {response_kind::buried, response_kind::not_found});
+    buried.push_back(r.kind == response_kind::buried);
+  }
+  co_return buried;
 }
 
 awaitable<void> connection::release(std::uint64_t id, std::uint32_t priority, std::uint32_t delay) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <set>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -29,8 +30,18 @@ constexpr auto prune_interval = 10min;
 constexpr auto live_output_interval = 500ms;
 // A progress reply carries what the router read; it never shows Progress 100.
 constexpr int live_output_progress = 0;
+// At most this many jobs are taken from the broker in one go (see accept).
+constexpr std::size_t max_intake = 32;
 // The broker's clock counts a job's age in whole seconds.
 constexpr std::int64_t age_slack_seconds = 2;
+
+// The jobs taken in one go, and what starting them will look like.
+struct router::intake {
+  std::vector<job_ptr> jobs;
+  std::set<std::string> jnames; // of the jobs so far
+  int starting = 0;             // jobs that start as soon as they are buried
+  bool queued = false;          // a job waits for a slot: the later ones too
+};
 
 struct router::job_state {
   journal_entry entry;
@@ -299,40 +310,48 @@ awaitable<bool> router::still_in_broker(beanstalk::connection& conn, const journ
   co_return peeked && peeked->body == entry.body;
 }
 
-awaitable<void> router::accept(beanstalk::job reserved) {
+// Whether job `reserved` is new to the router. A job it holds already is
+// dealt with here (buried again, or released for later).
+awaitable<bool> router::is_new(const beanstalk::job& reserved) {
   const std::uint64_t id = reserved.id;
-  const std::int64_t now = unix_now();
-
   if (auto old = in_flight_.find(id); old != in_flight_.end() && old->second->unconfirmed) {
     forget(old->second); // its bury never happened: this is the same job, not yet run
   }
-  if (auto old = in_flight_.find(id); old != in_flight_.end()) {
-    // Either the same job back again (an operator kicked it) or a broker
-    // that restarted without its binlog and reuses ids.
-    if (co_await still_in_broker(worker_, old->second->entry, &reserved.body)) {
-      log_->warn("job {} came back while the router holds it; buried again, not run twice", id);
-      co_await worker_.bury(id, 0);
-      co_return;
-    }
-    if (old->second->entry.state != journal_state::finished) {
-      // The earlier job with this id is still being served: take the new one
-      // once that is done.
-      log_->warn("job id {} reused by the broker while the earlier job runs; released for later", id);
-      co_await worker_.release(id, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.reconnect_timeout));
-      co_return;
-    }
-    log_->warn("job id {} reused by the broker: the earlier job is gone, its reply is dropped", id);
-    forget(old->second);
+  auto old = in_flight_.find(id);
+  if (old == in_flight_.end()) co_return true;
+  // Either the same job back again (an operator kicked it) or a broker that
+  // restarted without its binlog and reuses ids.
+  if (co_await still_in_broker(worker_, old->second->entry, &reserved.body)) {
+    log_->warn("job {} came back while the router holds it; buried again, not run twice", id);
+    co_await worker_.bury(id, 0);
+    co_return false;
   }
+  if (old->second->entry.state != journal_state::finished) {
+    // The earlier job with this id is still being served: take the new one
+    // once that is done.
+    log_->warn("job id {} reused by the broker while the earlier job runs; released for later", id);
+    co_await worker_.release(id, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.reconnect_timeout));
+    co_return false;
+  }
+  log_->warn("job id {} reused by the broker: the earlier job is gone, its reply is dropped", id);
+  forget(old->second);
+  co_return true;
+}
 
+// Records a reserved job in memory and appends it to the journal (not yet
+// synced). A job that will start as soon as it is buried is recorded as
+// running straight away: one journal write fewer on the common path.
+void router::take(beanstalk::job reserved, intake& batch) {
+  const std::uint64_t id = reserved.id;
   auto job = std::make_shared<job_state>();
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
-  job->entry.reserved_at = now;
+  job->entry.reserved_at = unix_now();
   job->publisher_epoch = publisher_.is_open() ? publisher_epoch_ : 0;
   decode_result decoded = decode_job(job->entry.body, limits_);
   job->request = std::move(decoded.job);
   in_flight_[id] = job;
+  batch.jobs.push_back(job);
 
   if (!job->request) {
     log_->warn("job {}: refused: {}", id, decoded.error);
@@ -344,56 +363,100 @@ awaitable<void> router::accept(beanstalk::job reserved) {
     job->entry.result = r;
   } else {
     if (job->request->jname) job->jname = *job->request->jname;
-    // A job that can start at once is recorded as running straight away: one
-    // journal write fewer on the common path.
-    const bool starts_now = (job->jname.empty() || !busy_jnames_.count(job->jname)) &&
-                            running_ < cfg_.max_jobs && ready_.empty();
+    // The same decision schedule() takes once the batch is buried, counting
+    // the jobs before this one in the batch.
+    const bool held = !job->jname.empty() && (busy_jnames_.count(job->jname) || batch.jnames.count(job->jname));
+    const bool starts_now = !held && !batch.queued && ready_.empty() &&
+                            running_ + batch.starting < cfg_.max_jobs;
+    if (starts_now) ++batch.starting;
+    if (!held && !starts_now) batch.queued = true;
+    if (!job->jname.empty()) batch.jnames.insert(job->jname);
     job->entry.state = starts_now ? journal_state::running : journal_state::accepted;
   }
+  save(job);
+}
+
+// Takes a reserved job, and with it the jobs already waiting in the tube for
+// the other free slots: they are all recorded with one fdatasync and buried
+// with one round trip. The request for the others goes out before the
+// journal is synced, so that with nothing waiting it costs no time.
+awaitable<void> router::accept(beanstalk::job reserved) {
+  intake batch;
+  // Every job taken needs either a free slot or a place among the jobs
+  // waiting for their jname.
+  const auto free_slots = static_cast<std::ptrdiff_t>(cfg_.max_jobs - running_) -
+                          static_cast<std::ptrdiff_t>(ready_.size());
+  const auto waiting_places = static_cast<std::ptrdiff_t>(cfg_.max_waiting) + 1 -
+                              static_cast<std::ptrdiff_t>(waiting_for_jname());
+  const auto room = std::min({free_slots, waiting_places, static_cast<std::ptrdiff_t>(max_intake)});
+  const std::size_t more = room > 1 ? static_cast<std::size_t>(room - 1) : 0;
 
   try {
-    save(job);
-    co_await make_durable(job->journal_sequence);
-  } catch (...) {
-    // Not recorded, not buried: the broker gives it back.
-    in_flight_.erase(id);
-    try {
-      journal_.remove(id);
-    } catch (const std::exception&) {
+    if (co_await is_new(reserved)) take(std::move(reserved), batch);
+    if (more > 0) co_await worker_.request_ready(more);
+    if (!batch.jobs.empty()) co_await make_durable(batch.jobs.back()->journal_sequence);
+    if (more > 0) {
+      const std::size_t recorded = batch.jobs.size();
+      for (beanstalk::job& job : co_await worker_.collect_ready())
+        if (co_await is_new(job)) take(std::move(job), batch);
+      if (batch.jobs.size() > recorded) co_await make_durable(batch.jobs.back()->journal_sequence);
     }
+  } catch (...) {
+    // Not recorded, not buried: the broker gives them back.
+    for (const job_ptr& job : batch.jobs) forget(job);
     throw;
   }
+  if (batch.jobs.empty()) co_return;
+
+  std::vector<std::uint64_t> ids;
+  for (const job_ptr& job : batch.jobs) ids.push_back(job->entry.job_id);
+  std::vector<bool> buried;
   std::exception_ptr bury_failure;
   try {
-    co_await worker_.bury(id, 0);
+    buried = co_await worker_.bury_each(ids, 0);
   } catch (...) {
     bury_failure = std::current_exception();
   }
-  if (bury_failure) {
-    // The broker may or may not have buried it before the connection failed:
-    // nothing runs until the next connection finds out (confirm_jobs).
+  buried.resize(batch.jobs.size(), false);
+
+  std::vector<job_ptr> unsure;
+  for (std::size_t i = 0; i < batch.jobs.size(); ++i) {
+    const job_ptr& job = batch.jobs[i];
+    if (!buried[i]) {
+      unsure.push_back(job);
+    } else if (job->entry.state == journal_state::finished) {
+      metrics_.job_finished("bad_input", -1);
+      outbox_.push_back(job);
+      outbox_changed_.notify();
+    } else {
+      schedule(job);
+    }
+  }
+  start_ready_jobs();
+  if (unsure.empty()) co_return;
+
+  // The broker may or may not have buried these before the connection
+  // failed, or gave them back (NOT_FOUND: their TTR ran out first): nothing
+  // of theirs runs until the next connection finds out (confirm_jobs).
+  for (const job_ptr& job : unsure) {
     job->unconfirmed = true;
     unconfirmed_.push_back(job);
     if (job->entry.state == journal_state::running) {
       job->entry.state = journal_state::accepted;
       try {
         save(job);
-        journal_.sync();
       } catch (const std::exception& ex) {
-        log_->error("job {}: journal: {}", id, ex.what());
+        log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
       }
     }
-    std::rethrow_exception(bury_failure);
   }
-
-  if (job->entry.state == journal_state::finished) {
-    metrics_.job_finished("bad_input", -1);
-    outbox_.push_back(job);
-    outbox_changed_.notify();
-  } else {
-    schedule(job);
-    start_ready_jobs();
+  try {
+    journal_.sync();
+  } catch (const std::exception& ex) {
+    log_->error("journal: {}", ex.what());
   }
+  if (bury_failure) std::rethrow_exception(bury_failure);
+  throw boost::system::system_error(make_error_code(beanstalk::errc::not_found), "bury");
 }
 
 void router::save(const job_ptr& job) { job->journal_sequence = journal_.save(job->entry); }

@@ -10,6 +10,9 @@
 // Every operation has a deadline: a timer closes the socket when it passes,
 // so a dead or silent broker is noticed instead of waited on for ever. The
 // connection serves one coroutine at a time (beanstalkd answers in order).
+//
+// A few operations are pipelined: several requests go out in one write and
+// their answers are read back in order, one round trip for all of them.
 
 #include <utility>
 #include <boost/asio/awaitable.hpp>
@@ -23,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bs_router/beanstalk_error.hpp"
 #include "bs_router/beanstalk_protocol.hpp"
@@ -66,6 +70,16 @@ class connection {
   boost::asio::awaitable<std::uint64_t> ignore(std::string_view tube);
   boost::asio::awaitable<std::optional<job>> reserve_with_timeout(std::chrono::seconds timeout);
   boost::asio::awaitable<void> bury(std::uint64_t id, std::uint32_t priority);
+  // Pipelined: asks for up to `n` more jobs without blocking (n times
+  // reserve-with-timeout 0, written at once) and returns; the caller may do
+  // other work while the broker answers, then collects the jobs got, in
+  // order, with collect_ready(). No other command may come in between.
+  boost::asio::awaitable<void> request_ready(std::size_t n);
+  boost::asio::awaitable<std::vector<job>> collect_ready();
+  // Pipelined bury of several jobs: for each, true if buried, false on
+  // NOT_FOUND (the job is not reserved by this connection any more).
+  boost::asio::awaitable<std::vector<bool>> bury_each(const std::vector<std::uint64_t>& ids,
+                                                      std::uint32_t priority);
   boost::asio::awaitable<void> release(std::uint64_t id, std::uint32_t priority, std::uint32_t delay);
   // false when the job no longer exists.
   boost::asio::awaitable<bool> remove(std::uint64_t id);
@@ -80,6 +94,12 @@ class connection {
   // Writes one request and reads one response, within `deadline`. Throws
   // system_error for network errors, bad bytes and a passed deadline.
   boost::asio::awaitable<response> round_trip(std::string request, duration deadline);
+  // The two halves of a round trip: `requests` holds `count` commands, and
+  // collect() reads their `count` answers. Each half has its own deadline.
+  boost::asio::awaitable<void> send(std::string requests, std::size_t count, duration deadline);
+  boost::asio::awaitable<std::vector<response>> collect(duration deadline);
+  void arm_deadline(duration deadline);
+  void disarm_deadline();
   // Throws unless `r` is one of the expected kinds (server error words
   // become their errc).
   static void expect(const response& r, std::initializer_list<response_kind> kinds);
@@ -90,6 +110,7 @@ class connection {
   std::uint64_t generation_ = 0; // which operation the deadline timer belongs to
   bool deadline_passed_ = false;
   std::string input_;
+  std::size_t unanswered_ = 0; // requests sent whose answers are not read yet
   std::size_t max_body_;
   duration command_deadline_ = std::chrono::seconds(5);
 };

@@ -8,6 +8,9 @@
 // recorded in the journal and buried at once: a buried job has no TTR, so it
 // never goes back to the ready queue while cbsd runs, however long that is.
 //
+// The jobs already waiting for the other free slots are taken with it, and
+// recorded and buried together.
+//
 //   reserve -> journal(accepted|running) -> bury -> [wait for jname and slot]
 //     -> journal(running) -> cbsd -> look-ups -> journal(finished)
 //     -> put reply -> delete job -> journal entry removed
@@ -61,12 +64,15 @@ class router {
  private:
   struct job_state;
   using job_ptr = std::shared_ptr<job_state>;
+  struct intake;
 
   boost::asio::awaitable<void> worker_loop();
   boost::asio::awaitable<void> publisher_loop();
   boost::asio::awaitable<void> open_publisher();
   boost::asio::awaitable<void> connect(beanstalk::connection& conn);
   boost::asio::awaitable<void> accept(beanstalk::job job);
+  boost::asio::awaitable<bool> is_new(const beanstalk::job& job);
+  void take(beanstalk::job job, intake& batch);
   boost::asio::awaitable<void> execute(job_ptr job);
   boost::asio::awaitable<reply> run_cbsd(const job_ptr& job);
   boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args, int stderr_fd);
