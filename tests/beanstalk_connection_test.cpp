@@ -91,6 +91,79 @@ TEST(BeanstalkConnection, ReserveTimesOutWithNothing) {
   });
 }
 
+// Several reserves and buries in one write each: the jobs waiting are got in
+// put order, the rest of the requests answer TIMED_OUT, and each bury says
+// whether that job was this connection's to bury.
+TEST(BeanstalkConnection, PipelinedReservesAndBuriesAnswerEachRequest) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection producer(io.get_executor());
+  connection worker(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await producer.connect(server.host(), server.port(), 5s);
+    co_await worker.connect(server.host(), server.port(), 5s);
+    co_await producer.use("cbsd_batch");
+    co_await worker.watch("cbsd_batch");
+    std::vector<std::uint64_t> put;
+    for (int i = 0; i < 3; ++i) put.push_back(co_await producer.put(0, 0, 30, "job " + std::to_string(i)));
+
+    co_await worker.request_ready(5);
+    // Other work may happen here; the answers wait in the socket.
+    std::vector<job> got = co_await worker.collect_ready();
+    EXPECT_EQ(got.size(), 3u);
+    for (std::size_t i = 0; i < got.size() && i < put.size(); ++i) {
+      EXPECT_EQ(got[i].id, put[i]);
+      EXPECT_EQ(got[i].body, "job " + std::to_string(i));
+    }
+
+    const std::uint64_t not_reserved = co_await producer.put(0, 0, 30, "somebody else's");
+    const std::vector<std::uint64_t> to_bury{put[0], not_reserved, put[2], put[1]};
+    const std::vector<bool> buried = co_await worker.bury_each(to_bury, 0);
+    const std::vector<bool> expected{true, false, true, true};
+    EXPECT_EQ(buried, expected);
+    // In step afterwards: the next command gets its own answer.
+    auto stats = co_await worker.stats_job(put[1]);
+    EXPECT_TRUE(stats && stats->at("state") == "buried");
+    EXPECT_TRUE(worker.is_open());
+  });
+}
+
+// With nothing ready, a reserved job whose TTR is about to run out makes the
+// broker answer further reserves DEADLINE_SOON: that is no job, not an error.
+TEST(BeanstalkConnection, PipelinedReservesStopShortOfADeadline) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection producer(io.get_executor());
+  connection worker(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await producer.connect(server.host(), server.port(), 5s);
+    co_await worker.connect(server.host(), server.port(), 5s);
+    co_await producer.use("cbsd_ttr");
+    co_await worker.watch("cbsd_ttr");
+    co_await worker.ignore("default");
+    const std::uint64_t first = co_await producer.put(0, 0, 1, "ttr 1");
+    auto reserved = co_await worker.reserve_with_timeout(5s);
+    EXPECT_TRUE(reserved && reserved->id == first);
+    co_await worker.request_ready(2);
+    EXPECT_TRUE((co_await worker.collect_ready()).empty());
+    EXPECT_TRUE(worker.is_open());
+  });
+}
+
+// Another command while pipelined answers are still unread would read the
+// wrong answer: it fails and the connection is closed instead.
+TEST(BeanstalkConnection, ACommandBeforeTheAnswersAreCollectedFails) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection worker(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await worker.connect(server.host(), server.port(), 5s);
+    co_await worker.request_ready(1);
+  });
+  EXPECT_TRUE(error_of(io, [&]() -> asio::awaitable<void> { co_await worker.stats(); }));
+  EXPECT_FALSE(worker.is_open());
+}
+
 TEST(BeanstalkConnection, ServerErrorWordsBecomeErrorCodes) {
   beanstalkd_server::options opts;
   opts.max_job_size = 100;

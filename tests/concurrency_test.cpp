@@ -10,6 +10,7 @@
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
@@ -100,17 +101,22 @@ TEST(Concurrency, RunsInParallelUpToTheLimit) {
   EXPECT_EQ(max_overlap(job_runs(pool, "jcreate")), 3u);
 }
 
-TEST(Concurrency, OneJobAtATimePerJnameInPutOrderOthersNotHeldUp) {
+// Jobs for vm1 (the first one blocks) and one for vm2. With `router_first`
+// the router is waiting when they are put, so it takes them one by one;
+// otherwise they wait in the tube and are taken together.
+void one_job_at_a_time_per_jname(bool router_first) {
   beanstalkd_server server;
   test_pool pool(server, json{{"max_jobs", 4}});
-  pool.start_router();
+  if (router_first) pool.start_router();
   const fs::path gate = pool.dir() / "gate";
   std::vector<std::uint64_t> vm1;
   vm1.push_back(pool.put_job(body{{"Command", "bstart"},
                                   {"CommandArgs", {{"jname", "vm1"}, {"tag", "1"}, {"fake_wait_for", gate.string()}}}}));
-  for (int i = 2; i <= 4; ++i)
+  for (int i = 2; i <= 3; ++i)
     vm1.push_back(pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm1"}, {"tag", std::to_string(i)}}}}));
   const auto other = pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm2"}, {"tag", "other"}}}});
+  vm1.push_back(pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm1"}, {"tag", "4"}}}}));
+  if (!router_first) pool.start_router();
   // vm2's job finishes while vm1's first job still blocks.
   auto other_reply = pool.wait_final_reply(other);
   ASSERT_FALSE(other_reply.empty());
@@ -125,6 +131,80 @@ TEST(Concurrency, OneJobAtATimePerJnameInPutOrderOthersNotHeldUp) {
   ASSERT_EQ(runs.size(), 4u);
   EXPECT_EQ(max_overlap(runs), 1u);
   for (std::size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].tag, std::to_string(i + 1)); // put order
+}
+
+TEST(Concurrency, OneJobAtATimePerJnameInPutOrderOthersNotHeldUp) { one_job_at_a_time_per_jname(true); }
+
+TEST(Concurrency, OneJobAtATimePerJnameAlsoForJobsTakenTogether) { one_job_at_a_time_per_jname(false); }
+
+// The router's count of journal fdatasyncs, from its metrics.
+std::uint64_t journal_syncs(std::uint16_t metrics_port) {
+  const std::string metrics = http_get(metrics_port, "/metrics");
+  const std::string sample = "\nbs_router_journal_syncs_total ";
+  const auto at = metrics.find(sample);
+  if (at == std::string::npos) ADD_FAILURE() << "no journal syncs in\n" << metrics;
+  return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + sample.size()));
+}
+
+// Jobs already waiting when slots are free are taken in one go: one reserve
+// that waits, the others asked for together, one fdatasync for all their
+// journal entries, one round trip to bury them. Still no more than max_jobs.
+TEST(Concurrency, JobsWaitingForFreeSlotsAreTakenTogether) {
+  beanstalkd_server server;
+  const std::uint16_t port = free_loopback_port();
+  test_pool pool(server, json{{"max_jobs", 4}, {"metrics_listen", "127.0.0.1:" + std::to_string(port)}});
+  const fs::path gate = pool.dir() / "gate";
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 6; ++i)
+    ids.push_back(pool.put_job(body{{"Command", "jcreate"},
+                                    {"CommandArgs", {{"tag", std::to_string(i)}, {"fake_wait_for", gate.string()}}}}));
+  pool.start_router();
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 4; }));
+  auto tube = pool.client().stats_tube(pool.tube());
+  ASSERT_TRUE(tube.has_value());
+  EXPECT_EQ(tube->at("current-jobs-ready"), "2");
+  EXPECT_EQ(tube->at("current-jobs-buried"), "4");
+  // The first job's entry is synced while the others are asked for, then
+  // theirs: two syncs for four jobs (one each before).
+  EXPECT_LE(journal_syncs(port), 2u);
+  open_gate(gate);
+  for (auto id : ids) ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto runs = job_runs(pool, "jcreate");
+  ASSERT_EQ(runs.size(), 6u);
+  EXPECT_LE(max_overlap(runs), 4u);
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(runs[i].tag.size(), 1u);
+}
+
+// Jobs with the shortest TTR (1 s) taken together are all buried before it
+// runs out: each runs once and gets one final reply.
+TEST(Concurrency, JobsWithTheShortestTtrTakenTogetherRunOnce) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"max_jobs", 4}});
+  const fs::path gate = pool.dir() / "gate";
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(pool.put_job(body{{"Command", "jcreate"},
+                                    {"CommandArgs", {{"tag", std::to_string(i)}, {"fake_wait_for", gate.string()}}}},
+                               0, 0, 1));
+  pool.start_router();
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 3; }));
+  // Well past the TTR: had a job not been buried, the broker would have
+  // given it back and the router would hold it twice.
+  for (auto id : ids) {
+    ASSERT_TRUE(wait_until([&] {
+      auto stats = pool.client().stats_job(id);
+      return stats && stats->at("state") == "buried" && std::stoi(stats->at("age")) >= 2;
+    }));
+    EXPECT_EQ(pool.client().stats_job(id)->at("reserves"), "1");
+  }
+  open_gate(gate);
+  for (auto id : ids) {
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty());
+    EXPECT_EQ(replies.back()["ErrCode"], 0);
+  }
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 3u);
+  EXPECT_EQ(pool.log_text().find("came back"), std::string::npos);
 }
 
 TEST(Concurrency, ConfigTimeoutKillsTheWholeProcessGroup) {
