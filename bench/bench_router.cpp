@@ -81,6 +81,7 @@ struct settings {
   std::size_t latency_runs = 200;
   std::size_t waiting_jobs = 10000;
   std::string journal_dir; // non-empty: extra runs with each router's statedir under it
+  bool keep_files = false;  // leave the run's directory in place
 };
 
 // --- small helpers ---------------------------------------------------------------
@@ -104,6 +105,22 @@ double percentile(std::vector<double> samples, double fraction) {
 std::string megabytes(std::optional<long> kilobytes) {
   if (!kilobytes) return "n/a";
   return fmt::format("{:.1f}", static_cast<double>(*kilobytes) / 1024.0);
+}
+
+// Microseconds to create (and close) one empty file in `dir`, over `count`
+// new files that stay until the run's directory goes. Each job makes three in
+// logdir; on some file systems (ext4 without a journal) this cost grows with
+// the files deleted in the last minutes, whoever deleted them.
+double file_create_us(const std::filesystem::path& dir, std::size_t count) {
+  std::filesystem::create_directories(dir);
+  const auto start = steady::now();
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string path = (dir / std::to_string(i)).string();
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::runtime_error("create " + path + ": " + std::strerror(errno));
+    ::close(fd);
+  }
+  return milliseconds_between(start, steady::now()) * 1000.0 / static_cast<double>(count);
 }
 
 std::string load_average() {
@@ -648,6 +665,8 @@ struct report {
   waiting_result waiting;
   std::string load_before;
   std::string load_after;
+  double create_us_before = 0;
+  double create_us_after = 0;
 
   // Ratios use the mean of the two baselines: the machine may have changed
   // (other work) while the router ran.
@@ -674,7 +693,9 @@ std::string cpu_text(const std::optional<cpu_split>& cpu) {
 
 void print_markdown(const report& r) {
   std::cout << "\n#### Machine\n\n" << machine_description();
-  std::cout << fmt::format("- load average (1, 5, 15 min): {} before, {} after\n\n", r.load_before, r.load_after);
+  std::cout << fmt::format("- load average (1, 5, 15 min): {} before, {} after\n", r.load_before, r.load_after);
+  std::cout << fmt::format("- creating an empty file where the pools live: {:.0f} µs before, {:.0f} µs after\n\n",
+                           r.create_us_before, r.create_us_after);
 
   std::cout << "#### Baseline: the stand-in spawned directly (posix_spawn + waitpid)\n\n"
             << "| | before | after | used for ratios |\n|---|---|---|---|\n"
@@ -795,12 +816,14 @@ void print_summary(const report& r) {
 
 const char* usage_text =
     "usage: bench_router [--jobs N] [--latency-runs M] [--waiting-jobs W] [--quick] [--journal-dir DIR]\n"
+    "                    [--keep-files]\n"
     "  --jobs N           jobs per burst and spawns per baseline (default 2000)\n"
     "  --latency-runs M   one-at-a-time round trips (default 200)\n"
     "  --waiting-jobs W   jobs left in the tube for the memory reading (default 10000)\n"
     "  --quick            300 jobs, 50 round trips, 2000 waiting (explicit options still win)\n"
     "  --journal-dir DIR  also run with each router's statedir under DIR (e.g. a tmpfs),\n"
-    "                     to see what the journal's writes cost\n";
+    "                     to see what the journal's writes cost\n"
+    "  --keep-files       leave the run's directory (pools, job files) in place\n";
 
 std::size_t positive_number(const std::string& option, const char* text) {
   try {
@@ -832,6 +855,8 @@ settings parse_command_line(int argc, char** argv) {
       quick = true;
     } else if (arg == "--journal-dir") {
       s.journal_dir = value();
+    } else if (arg == "--keep-files") {
+      s.keep_files = true;
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage_text;
       std::exit(0);
@@ -855,13 +880,14 @@ void progress(const std::string& what) { std::cerr << "bench_router: " << what <
 } // namespace
 
 // Every pool of the run lives in one directory under TMPDIR, removed when the
-// run is over. Removing each pool's thousands of job files right after its
-// measurement would slow the next one: ext4 without a journal skips inodes
-// freed in the last seconds when it allocates new ones, so every file the
-// next router creates would pay for the last one's clean-up.
+// run is over (unless kept). Removing each pool's thousands of job files right
+// after its measurement would slow the next one: ext4 without a journal skips
+// inodes freed in the last minutes when it allocates new ones, so every file
+// the next router creates would pay for the last one's clean-up. The same
+// goes for a run started right after another one's clean-up.
 class work_directory {
  public:
-  work_directory() {
+  explicit work_directory(bool keep) : keep_(keep) {
     std::string templ = (std::filesystem::temp_directory_path() / "bs_router_bench.XXXXXX").string();
     if (::mkdtemp(templ.data()) == nullptr)
       throw std::runtime_error("mkdtemp " + templ + ": " + std::strerror(errno));
@@ -869,13 +895,19 @@ class work_directory {
     ::setenv("TMPDIR", path_.c_str(), 1); // test_pool creates its pools there
   }
   ~work_directory() {
+    if (keep_) {
+      std::cerr << "bench_router: the run's files are kept in " << path_ << "\n";
+      return;
+    }
     std::error_code ignored;
     std::filesystem::remove_all(path_, ignored);
   }
+  const std::string& path() const { return path_; }
   work_directory(const work_directory&) = delete;
   work_directory& operator=(const work_directory&) = delete;
 
  private:
+  bool keep_;
   std::string path_;
 };
 
@@ -892,11 +924,13 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const work_directory work;
+  const work_directory work(options.keep_files);
   try {
     report r;
     r.options = options;
     r.load_before = load_average();
+    constexpr std::size_t probe_files = 300;
+    r.create_us_before = file_create_us(std::filesystem::path(work.path()) / "create-probe-before", probe_files);
 
     progress(fmt::format("baseline: {} spawns of {}", options.jobs, cbsd_stub_path));
     r.before = measure_baseline(options.jobs);
@@ -933,6 +967,7 @@ int main(int argc, char** argv) {
     progress("baseline again");
     r.after = measure_baseline(options.jobs);
     r.load_after = load_average();
+    r.create_us_after = file_create_us(std::filesystem::path(work.path()) / "create-probe-after", probe_files);
 
     print_summary(r);
     print_markdown(r);
