@@ -1,7 +1,6 @@
 #include "bs_router/journal.hpp"
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
