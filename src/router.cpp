@@ -433,6 +433,9 @@ awaitable<void> router::accept(beanstalk::job reserved) {
     }
   }
   start_ready_jobs();
+  // A slot counted on above may have gone meanwhile to a job released from
+  // behind its jname: a job still waiting has not started, and says so.
+  for (const job_ptr& job : ready_) record_not_started(job);
   if (unsure.empty()) co_return;
 
   // The broker may or may not have buried these before the connection
@@ -441,14 +444,7 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   for (const job_ptr& job : unsure) {
     job->unconfirmed = true;
     unconfirmed_.push_back(job);
-    if (job->entry.state == journal_state::running) {
-      job->entry.state = journal_state::accepted;
-      try {
-        save(job);
-      } catch (const std::exception& ex) {
-        log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
-      }
-    }
+    record_not_started(job);
   }
   try {
     journal_.sync();
@@ -460,6 +456,18 @@ awaitable<void> router::accept(beanstalk::job reserved) {
 }
 
 void router::save(const job_ptr& job) { job->journal_sequence = journal_.save(job->entry); }
+
+// A job recorded as running that has not started is recorded as accepted
+// again, so that a crash now does not pass it off as interrupted.
+void router::record_not_started(const job_ptr& job) {
+  if (job->entry.state != journal_state::running) return;
+  job->entry.state = journal_state::accepted;
+  try {
+    save(job);
+  } catch (const std::exception& ex) {
+    log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+  }
+}
 
 // Returns once the journal append numbered `sequence` is on disk. The first
 // waiter lets the rest of this turn of the loop run first, so the appends of
@@ -837,15 +845,7 @@ void router::request_stop() {
   worker_sleep_.cancel();
   prune_timer_.cancel();
   // Jobs that never got a slot did not run: the next start runs them.
-  for (const job_ptr& job : ready_) {
-    if (job->entry.state != journal_state::running) continue;
-    job->entry.state = journal_state::accepted;
-    try {
-      save(job);
-    } catch (const std::exception& ex) {
-      log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
-    }
-  }
+  for (const job_ptr& job : ready_) record_not_started(job);
   try {
     journal_.sync();
   } catch (const std::exception& ex) {

@@ -93,6 +93,7 @@ class router {
   std::size_t waiting_for_jname() const;
   void check_done();
   void save(const job_ptr& job);
+  void record_not_started(const job_ptr& job);
   boost::asio::awaitable<void> make_durable(std::uint64_t sequence);
   std::string render_metrics();
 
