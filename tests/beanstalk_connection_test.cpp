@@ -91,6 +91,16 @@ TEST(BeanstalkConnection, ReserveTimesOutWithNothing) {
   });
 }
 
+// A producer that puts on `tube` and a worker that reserves from it only.
+asio::awaitable<void> connect_on_tube(const beanstalkd_server& server, connection& producer, connection& worker,
+                                      std::string tube) {
+  co_await producer.connect(server.host(), server.port(), 5s);
+  co_await worker.connect(server.host(), server.port(), 5s);
+  co_await producer.use(tube);
+  co_await worker.watch(tube);
+  co_await worker.ignore("default");
+}
+
 // Several reserves and buries in one write each: the jobs waiting are got in
 // put order, the rest of the requests answer TIMED_OUT, and each bury says
 // whether that job was this connection's to bury.
@@ -100,10 +110,7 @@ TEST(BeanstalkConnection, PipelinedReservesAndBuriesAnswerEachRequest) {
   connection producer(io.get_executor());
   connection worker(io.get_executor());
   run(io, [&]() -> asio::awaitable<void> {
-    co_await producer.connect(server.host(), server.port(), 5s);
-    co_await worker.connect(server.host(), server.port(), 5s);
-    co_await producer.use("cbsd_batch");
-    co_await worker.watch("cbsd_batch");
+    co_await connect_on_tube(server, producer, worker, "cbsd_batch");
     std::vector<std::uint64_t> put;
     for (int i = 0; i < 3; ++i) put.push_back(co_await producer.put(0, 0, 30, "job " + std::to_string(i)));
 
@@ -136,11 +143,7 @@ TEST(BeanstalkConnection, PipelinedReservesStopShortOfADeadline) {
   connection producer(io.get_executor());
   connection worker(io.get_executor());
   run(io, [&]() -> asio::awaitable<void> {
-    co_await producer.connect(server.host(), server.port(), 5s);
-    co_await worker.connect(server.host(), server.port(), 5s);
-    co_await producer.use("cbsd_ttr");
-    co_await worker.watch("cbsd_ttr");
-    co_await worker.ignore("default");
+    co_await connect_on_tube(server, producer, worker, "cbsd_ttr");
     const std::uint64_t first = co_await producer.put(0, 0, 1, "ttr 1");
     auto reserved = co_await worker.reserve_with_timeout(5s);
     EXPECT_TRUE(reserved && reserved->id == first);
