@@ -758,8 +758,17 @@ void print_markdown(const report& r) {
 
 const char* verdict(bool met) { return met ? "met" : "not met"; }
 
+// Above this, creating a file costs several times what it does on a quiet
+// disk here (10-20 µs): see work_directory.
+constexpr double slow_file_create_us = 60.0;
+
 void print_summary(const report& r) {
   std::cout << "\n== bench_router results ==\n";
+  if (std::max(r.create_us_before, r.create_us_after) > slow_file_create_us)
+    std::cout << fmt::format("warning: creating a file where the pools live took {:.0f} µs before the run and {:.0f} µs "
+                             "after: files deleted nearby in the last minutes slow every job's files, and the figures "
+                             "below with them\n",
+                             r.create_us_before, r.create_us_after);
   std::cout << fmt::format("baseline: {:.0f} spawns/s one at a time, {:.0f}/s with {} in flight, one spawn p50 {:.2f} ms\n",
                            r.sequential_rate(), r.parallel_rate(), parallel_spawns, r.spawn_p50_ms());
   std::cout << fmt::format("  CPU ms per spawn, spawner + child: {} before, {} after\n", cpu_text(r.before.cpu_ms_per_spawn),
