@@ -91,30 +91,24 @@ void connection::disarm_deadline() {
   ++generation_;
 }
 
-awaitable<void> connection::send(std::string requests, std::size_t count, duration deadline) {
+awaitable<void> connection::write_requests(std::string requests, std::size_t count) {
   if (!socket_.is_open()) fail(asio::error::not_connected);
   if (unanswered_ != 0) fail(make_error_code(errc::unexpected_response)); // answers not collected: out of step
-  arm_deadline(deadline);
   error_code ec;
   co_await asio::async_write(socket_, asio::buffer(requests), asio::redirect_error(use_awaitable, ec));
   if (ec) fail(ec);
-  disarm_deadline();
   unanswered_ = count;
 }
 
-awaitable<std::vector<response>> connection::collect(duration deadline) {
-  if (!socket_.is_open()) fail(asio::error::not_connected);
-  arm_deadline(deadline);
-  std::vector<response> answers;
-  answers.reserve(unanswered_);
+awaitable<response> connection::read_answer() {
+  if (unanswered_ == 0) fail(make_error_code(errc::unexpected_response)); // nothing was asked
   std::array<char, 16 * 1024> chunk;
-  while (unanswered_ > 0) {
+  for (;;) {
     parse_result parsed = parse_response(input_, max_body_);
     if (parsed.status == parse_status::complete) {
       input_.erase(0, parsed.consumed);
-      answers.push_back(std::move(parsed.value));
       --unanswered_;
-      continue;
+      co_return std::move(parsed.value);
     }
     if (parsed.status == parse_status::bad) fail(make_error_code(errc::bad_response));
     error_code ec;
@@ -122,14 +116,30 @@ awaitable<std::vector<response>> connection::collect(duration deadline) {
     if (ec) fail(ec);
     input_.append(chunk.data(), n);
   }
+}
+
+awaitable<void> connection::send(std::string requests, std::size_t count, duration deadline) {
+  arm_deadline(deadline);
+  co_await write_requests(std::move(requests), count);
+  disarm_deadline();
+}
+
+awaitable<std::vector<response>> connection::collect(duration deadline) {
+  if (!socket_.is_open()) fail(asio::error::not_connected);
+  arm_deadline(deadline);
+  std::vector<response> answers;
+  answers.reserve(unanswered_);
+  while (unanswered_ > 0) answers.push_back(co_await read_answer());
   disarm_deadline();
   co_return answers;
 }
 
 awaitable<response> connection::round_trip(std::string request, duration deadline) {
-  co_await send(std::move(request), 1, deadline);
-  std::vector<response> answers = co_await collect(deadline);
-  co_return std::move(answers.front());
+  arm_deadline(deadline);
+  co_await write_requests(std::move(request), 1);
+  response answer = co_await read_answer();
+  disarm_deadline();
+  co_return answer;
 }
 
 void connection::expect(const response& r, std::initializer_list<response_kind> kinds) {

@@ -94,10 +94,15 @@ class connection {
   // Writes one request and reads one response, within `deadline`. Throws
   // system_error for network errors, bad bytes and a passed deadline.
   boost::asio::awaitable<response> round_trip(std::string request, duration deadline);
-  // The two halves of a round trip: `requests` holds `count` commands, and
-  // collect() reads their `count` answers. Each half has its own deadline.
+  // The two halves of a round trip, for pipelining: `requests` holds `count`
+  // commands, and collect() reads their answers. Each half has its own
+  // deadline.
   boost::asio::awaitable<void> send(std::string requests, std::size_t count, duration deadline);
   boost::asio::awaitable<std::vector<response>> collect(duration deadline);
+  // The same without deadlines of their own; collect() reads one answer at a
+  // time with read_answer().
+  boost::asio::awaitable<void> write_requests(std::string requests, std::size_t count);
+  boost::asio::awaitable<response> read_answer();
   void arm_deadline(duration deadline);
   void disarm_deadline();
   // Throws unless `r` is one of the expected kinds (server error words
