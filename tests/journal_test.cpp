@@ -21,11 +21,16 @@ class JournalTest : public ::testing::Test {
   fs::path dir;
 };
 
-journal_entry finished_entry(std::uint64_t id) {
+journal_entry entry(std::uint64_t id, journal_state state, std::string body = {}) {
   journal_entry e;
   e.job_id = id;
-  e.state = journal_state::finished;
-  e.body = "{\"Command\":\"jls\"}";
+  e.state = state;
+  e.body = std::move(body);
+  return e;
+}
+
+journal_entry finished_entry(std::uint64_t id) {
+  journal_entry e = entry(id, journal_state::finished, "{\"Command\":\"jls\"}");
   e.reserved_at = 1700000000;
   reply r;
   r.job_id = id;
@@ -45,10 +50,8 @@ journal_entry finished_entry(std::uint64_t id) {
 TEST_F(JournalTest, CreatesItsDirectoryAndRoundTripsEntries) {
   journal j(dir.string());
   EXPECT_TRUE(fs::is_directory(dir));
-  journal_entry running;
-  running.job_id = 7;
-  running.state = journal_state::running;
-  running.body = "{\"Command\":\"bstart\",\"CommandArgs\":{\"jname\":\"v\\n1\"}}";
+  journal_entry running = entry(7, journal_state::running,
+                                "{\"Command\":\"bstart\",\"CommandArgs\":{\"jname\":\"v\\n1\"}}");
   running.reserved_at = 42;
   j.save(running);
   j.save(finished_entry(3));
@@ -70,9 +73,7 @@ TEST_F(JournalTest, CreatesItsDirectoryAndRoundTripsEntries) {
 
 TEST_F(JournalTest, SaveReplacesTheStateAndRemoveForgets) {
   journal j(dir.string());
-  journal_entry e;
-  e.job_id = 5;
-  e.state = journal_state::accepted;
+  journal_entry e = entry(5, journal_state::accepted);
   j.save(e);
   e.state = journal_state::running;
   j.save(e);
@@ -93,11 +94,7 @@ TEST_F(JournalTest, SaveReplacesTheStateAndRemoveForgets) {
 TEST_F(JournalTest, ASecondJournalSeesWhatTheFirstAppended) {
   journal writer(dir.string());
   writer.load();
-  journal_entry e;
-  e.job_id = 8;
-  e.state = journal_state::running;
-  e.body = "b";
-  writer.save(e);
+  writer.save(entry(8, journal_state::running, "b"));
   writer.save(finished_entry(9));
   writer.remove(9);
   // Read as the next start reads it, crash or not: without a sync the lines
@@ -136,10 +133,7 @@ TEST_F(JournalTest, SyncMakesEveryEarlierAppendDurable) {
 TEST_F(JournalTest, ALineTornByACrashIsIgnored) {
   {
     journal j(dir.string());
-    journal_entry e;
-    e.job_id = 9;
-    e.state = journal_state::running;
-    j.save(e);
+    j.save(entry(9, journal_state::running));
     j.sync();
   }
   // A crash in the middle of the next append leaves a line without its end.
