@@ -330,14 +330,6 @@ double adjacent_spawn_rate(int max_jobs, std::size_t spawns) {
 
 // --- the router --------------------------------------------------------------------
 
-// One sample of the router's metrics, nullopt if unreadable.
-std::optional<double> scrape_metric(std::uint16_t port, const std::string& name) {
-  const std::string text = http_get(port, "/metrics");
-  const auto at = text.find("\n" + name + " ");
-  if (at == std::string::npos) return std::nullopt;
-  return std::strtod(text.c_str() + at + name.size() + 2, nullptr);
-}
-
 // The journal's syncs and the time they took, per job.
 struct journal_cost {
   double syncs_per_job = 0;
@@ -345,8 +337,8 @@ struct journal_cost {
 };
 
 std::optional<journal_cost> journal_cost_per_job(std::uint16_t metrics_port, std::size_t jobs) {
-  const auto syncs = scrape_metric(metrics_port, "bs_router_journal_syncs_total");
-  const auto seconds = scrape_metric(metrics_port, "bs_router_journal_sync_seconds_total");
+  const auto syncs = metric_sample(metrics_port, "bs_router_journal_syncs_total");
+  const auto seconds = metric_sample(metrics_port, "bs_router_journal_sync_seconds_total");
   if (!syncs || !seconds || jobs == 0) return std::nullopt;
   return journal_cost{*syncs / static_cast<double>(jobs), *seconds * 1000 / static_cast<double>(jobs)};
 }

@@ -137,15 +137,6 @@ TEST(Concurrency, OneJobAtATimePerJnameInPutOrderOthersNotHeldUp) { one_job_at_a
 
 TEST(Concurrency, OneJobAtATimePerJnameAlsoForJobsTakenTogether) { one_job_at_a_time_per_jname(false); }
 
-// The router's count of journal fdatasyncs, from its metrics.
-std::uint64_t journal_syncs(std::uint16_t metrics_port) {
-  const std::string metrics = http_get(metrics_port, "/metrics");
-  const std::string sample = "\nbs_router_journal_syncs_total ";
-  const auto at = metrics.find(sample);
-  if (at == std::string::npos) ADD_FAILURE() << "no journal syncs in\n" << metrics;
-  return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + sample.size()));
-}
-
 // Jobs already waiting when slots are free are taken in one go: one reserve
 // that waits, the others asked for together, one fdatasync for all their
 // journal entries, one round trip to bury them. Still no more than max_jobs.
@@ -166,7 +157,9 @@ TEST(Concurrency, JobsWaitingForFreeSlotsAreTakenTogether) {
   EXPECT_EQ(tube->at("current-jobs-buried"), "4");
   // The first job's entry is synced while the others are asked for, then
   // theirs: two syncs for four jobs (one each before).
-  EXPECT_LE(journal_syncs(port), 2u);
+  const auto syncs = metric_sample(port, "bs_router_journal_syncs_total");
+  ASSERT_TRUE(syncs.has_value());
+  EXPECT_LE(*syncs, 2.0);
   open_gate(gate);
   for (auto id : ids) ASSERT_FALSE(pool.wait_final_reply(id).empty());
   auto runs = job_runs(pool, "jcreate");

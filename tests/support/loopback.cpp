@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <netinet/in.h>
 #include <stdexcept>
@@ -54,6 +55,15 @@ std::string http_get(std::uint16_t port, const std::string& path) {
   }
   ::close(fd);
   return response;
+}
+
+std::optional<double> metric_sample(std::uint16_t port, const std::string& name) {
+  const std::string text = http_get(port, "/metrics");
+  std::string line_start(1, '\n'); // "\n<name> "
+  line_start.append(name).push_back(' ');
+  const auto at = text.find(line_start);
+  if (at == std::string::npos) return std::nullopt;
+  return std::strtod(text.c_str() + at + line_start.size(), nullptr);
 }
 
 } // namespace bs_router::testing

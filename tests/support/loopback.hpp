@@ -1,8 +1,9 @@
 #pragma once
-// Loopback helpers for tests and the benchmark: a free port, and a plain
-// HTTP GET (for the router's metrics).
+// Loopback helpers for tests and the benchmark: a free port, a plain HTTP
+// GET, and one sample of the router's metrics.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace bs_router::testing {
@@ -14,5 +15,9 @@ std::uint16_t free_loopback_port();
 // GET `path` from 127.0.0.1:`port` over a plain socket (HTTP/1.0, 10 s read
 // timeout); the whole response, headers included, or "" if nothing answered.
 std::string http_get(std::uint16_t port, const std::string& path);
+
+// The value of the unlabelled sample `name` in the router's /metrics on
+// 127.0.0.1:`port`, or nullopt when there is none.
+std::optional<double> metric_sample(std::uint16_t port, const std::string& name);
 
 } // namespace bs_router::testing
