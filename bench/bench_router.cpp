@@ -466,6 +466,8 @@ struct burst_result {
   double runs_per_second() const {
     return jobs_per_second() * static_cast<double>(with_jname ? runs_per_jname_job : 1);
   }
+  // The burst's ratio: its cbsd runs/s over the bare spawn rate beside it.
+  double ratio() const { return runs_per_second() / adjacent_rate(); }
 };
 
 // All jobs go on the tube first, then the router starts: the time is the
@@ -709,7 +711,7 @@ void print_markdown(const report& r) {
     std::cout << fmt::format("| {} | {} | {:.1f} | {:.1f} | {:.0f} / {:.0f} | **{:.0f}%** | {:.0f}% | {} | {} | {} |\n",
                              b.max_jobs, burst_label(b), b.jobs_per_second(), b.runs_per_second(),
                              b.adjacent_rate_before, b.adjacent_rate_after,
-                             100 * b.runs_per_second() / b.adjacent_rate(),
+                             100 * b.ratio(),
                              100 * b.runs_per_second() / r.rate_at(b.max_jobs), b.replies.lost, b.replies.invalid,
                              megabytes(b.peak_rss_kb));
   }
@@ -773,7 +775,7 @@ void print_summary(const report& r) {
   std::optional<long> worst_peak_kb;
   std::size_t bad_replies = 0;
   for (const auto& b : r.bursts) {
-    const double ratio = b.runs_per_second() / b.adjacent_rate();
+    const double ratio = b.ratio();
     std::cout << fmt::format("{:<34} {:>9.1f} {:>11.1f} {:>8.0f}% {:>8.0f}% {:>6} {:>8} {:>9} {:>9}\n",
                              fmt::format("max_jobs {}, {}", b.max_jobs, burst_label(b)), b.jobs_per_second(),
                              b.runs_per_second(), 100 * ratio, 100 * b.runs_per_second() / r.rate_at(b.max_jobs),
