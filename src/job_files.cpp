@@ -1,5 +1,7 @@
 #include "bs_router/job_files.hpp"
 
+#include "bs_router/escape.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <map>
@@ -84,31 +86,10 @@ void write_all(int fd, std::string_view data, const std::string& path) {
   }
 }
 
-// One argv element as one line of a .cmd file: every byte outside printable
-// ASCII is escaped, so a value with a newline cannot pass for two elements
-// and the file shows the bytes cbsd received.
-std::string escaped_line(const std::string& element) {
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string line;
-  for (unsigned char c : element) {
-    switch (c) {
-      case '\\': line += "\\\\"; break;
-      case '\n': line += "\\n"; break;
-      case '\t': line += "\\t"; break;
-      case '\r': line += "\\r"; break;
-      default:
-        if (c >= 0x20 && c < 0x7f) {
-          line += static_cast<char>(c);
-        } else {
-          line += "\\x";
-          line += hex[c >> 4];
-          line += hex[c & 0xf];
-        }
-    }
-  }
-  line += '\n';
-  return line;
-}
+// One argv element as one line of a .cmd file: escaped, so that a value with
+// a newline cannot pass for two elements and the file shows the bytes cbsd
+// received.
+std::string escaped_line(const std::string& element) { return escape_bytes(element) + '\n'; }
 
 // Read and write: the router reads back what the child wrote through the
 // same descriptor.
@@ -226,7 +207,6 @@ std::size_t job_files::prune(std::chrono::system_clock::time_point now) const {
 }
 
 std::string describe_argv(const std::vector<std::string>& argv) {
-  static constexpr char hex[] = "0123456789abcdef";
   auto is_plain = [](unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            std::string_view("_@%+=:,./-").find(static_cast<char>(c)) != std::string_view::npos;
@@ -244,25 +224,10 @@ std::string describe_argv(const std::vector<std::string>& argv) {
       for (char c : element) line += (c == '\'') ? std::string("'\\''") : std::string(1, c);
       line += '\'';
     } else {
-      // $'...' (ANSI-C quoting) keeps control bytes visible on one line.
+      // $'...' (ANSI-C quoting) keeps control bytes visible on one line; its
+      // escapes are escape_bytes' plus \' for the quote.
       line += "$'";
-      for (unsigned char c : element) {
-        switch (c) {
-          case '\\': line += "\\\\"; break;
-          case '\'': line += "\\'"; break;
-          case '\n': line += "\\n"; break;
-          case '\t': line += "\\t"; break;
-          case '\r': line += "\\r"; break;
-          default:
-            if (is_printable(c)) {
-              line += static_cast<char>(c);
-            } else {
-              line += "\\x";
-              line += hex[c >> 4];
-              line += hex[c & 0xf];
-            }
-        }
-      }
+      for (char c : escape_bytes(element)) line += (c == '\'') ? std::string("\\'") : std::string(1, c);
       line += '\'';
     }
   }

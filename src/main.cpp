@@ -10,6 +10,7 @@
 
 #include "bs_router/command_line.hpp"
 #include "bs_router/config.hpp"
+#include "bs_router/escape.hpp"
 #include "bs_router/journal.hpp"
 #include "bs_router/logging.hpp"
 #include "bs_router/pool_lock.hpp"
@@ -98,8 +99,9 @@ int main(int argc, char** argv) {
     router.start([&] { io.stop(); });
     io.run();
   } catch (const std::exception& ex) {
-    log->critical("{}", ex.what());
-    std::cerr << "bs_router: " << ex.what() << "\n";
+    // What stopped the router may quote a job or the broker.
+    log->critical("{}", bs_router::loggable(ex.what()));
+    std::cerr << "bs_router: " << bs_router::loggable(ex.what()) << "\n";
     return exit_failure;
   }
   log->info("exiting");

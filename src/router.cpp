@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "bs_router/escape.hpp"
 #include "bs_router/lookup.hpp"
 #include "bs_router/reply.hpp"
 
@@ -68,17 +69,19 @@ std::int64_t unix_now() {
       .count();
 }
 
-// What went wrong, for the log: an error code's message, or the exception's text.
+// What went wrong, for the log: an error code's message, or the exception's
+// text, which may quote what the broker sent.
 std::string failure_text(const std::exception& ex) {
   if (auto* sys = dynamic_cast<const boost::system::system_error*>(&ex)) return sys->code().message();
-  return ex.what();
+  return loggable(ex.what());
 }
 
+// "job 7 jcreate jname=jail1", for the log (the command is a plain name).
 std::string describe_job(std::uint64_t id, const std::optional<job_request>& req) {
   std::string s = "job " + std::to_string(id);
   if (req) {
     s += " " + req->command;
-    if (req->jname) s += " jname=" + *req->jname;
+    if (req->jname) s += " jname=" + loggable(*req->jname);
   }
   return s;
 }
@@ -131,7 +134,7 @@ void router::start(std::function<void()> on_done) {
       try {
         std::rethrow_exception(ep);
       } catch (const std::exception& ex) {
-        log_->critical("{} stopped: {}", what, ex.what());
+        log_->critical("{} stopped: {}", what, loggable(ex.what()));
       }
       // A loop that died cannot serve: stop rather than hang half-alive.
       request_stop();
@@ -146,7 +149,7 @@ void router::start(std::function<void()> on_done) {
           try {
             if (std::size_t n = files_.prune()) log_->info("removed the files of {} old jobs from {}", n, files_.dir());
           } catch (const std::exception& ex) {
-            log_->warn("pruning {}: {}", files_.dir(), ex.what());
+            log_->warn("pruning {}: {}", files_.dir(), loggable(ex.what()));
           }
           co_await sleep_on(prune_timer_, prune_interval);
         }
@@ -159,7 +162,7 @@ void router::start(std::function<void()> on_done) {
 void router::recover() {
   std::vector<std::string> problems;
   std::vector<journal_entry> entries = journal_.load(&problems);
-  for (const std::string& p : problems) log_->error("journal: {}", p);
+  for (const std::string& p : problems) log_->error("journal: {}", loggable(p));
   for (journal_entry& entry : entries) {
     auto job = std::make_shared<job_state>();
     job->entry = std::move(entry);
@@ -354,7 +357,7 @@ void router::take(beanstalk::job reserved, intake& batch) {
   batch.jobs.push_back(job);
 
   if (!job->request) {
-    log_->warn("job {}: refused: {}", id, decoded.error);
+    log_->warn("job {}: refused: {}", id, loggable(decoded.error));
     reply r;
     r.job_id = id;
     r.err_code = router_errcode::bad_input;
@@ -449,7 +452,7 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   try {
     journal_.sync();
   } catch (const std::exception& ex) {
-    log_->error("journal: {}", ex.what());
+    log_->error("journal: {}", loggable(ex.what()));
   }
   if (bury_failure) std::rethrow_exception(bury_failure);
   throw boost::system::system_error(make_error_code(beanstalk::errc::not_found), "bury");
@@ -465,7 +468,7 @@ void router::record_not_started(const job_ptr& job) {
   try {
     save(job);
   } catch (const std::exception& ex) {
-    log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+    log_->error("job {}: journal: {}", job->entry.job_id, loggable(ex.what()));
   }
 }
 
@@ -500,7 +503,7 @@ void router::start_ready_jobs() {
       try {
         std::rethrow_exception(ep);
       } catch (const std::exception& ex) {
-        log_->error("{}: {}", describe_job(job->entry.job_id, job->request), ex.what());
+        log_->error("{}: {}", describe_job(job->entry.job_id, job->request), loggable(ex.what()));
       }
     });
   }
@@ -541,7 +544,7 @@ awaitable<void> router::execute(job_ptr job) {
   } catch (const std::exception& ex) {
     // The router could not run the job (disk full, out of fds): say so
     // rather than leave the controller waiting.
-    log_->error("{}: {}", what, ex.what());
+    log_->error("{}: {}", what, loggable(ex.what()));
     r.err_code = router_errcode::start_failed;
     r.message = std::string("bs_router: the job could not be run: ") + ex.what();
   }
@@ -674,7 +677,7 @@ void router::answer(const job_ptr& job, reply r) {
     save(job);
   } catch (const std::exception& ex) {
     // The reply still goes out from memory; only a crash before that loses it.
-    log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+    log_->error("job {}: journal: {}", job->entry.job_id, loggable(ex.what()));
   }
   outbox_.push_back(job);
   outbox_changed_.notify();
@@ -685,7 +688,7 @@ void router::forget(const job_ptr& job) {
     journal_.remove(job->entry.job_id);
   } catch (const std::exception& ex) {
     // Left in the journal: the next start finds its job gone and drops it.
-    log_->error("job {}: journal: {}", job->entry.job_id, ex.what());
+    log_->error("job {}: journal: {}", job->entry.job_id, loggable(ex.what()));
   }
   auto it = in_flight_.find(job->entry.job_id);
   if (it != in_flight_.end() && it->second == job) in_flight_.erase(it);
@@ -711,7 +714,7 @@ awaitable<bool> router::publish(const job_ptr& job) {
     co_await make_durable(job->journal_sequence);
   } catch (const std::exception& ex) {
     // The reply still goes out from memory; only a crash before that loses it.
-    log_->error("job {}: journal: {}", id, ex.what());
+    log_->error("job {}: journal: {}", id, loggable(ex.what()));
   }
   std::size_t budget = max_job_size_;
   for (;;) {
@@ -849,7 +852,7 @@ void router::request_stop() {
   try {
     journal_.sync();
   } catch (const std::exception& ex) {
-    log_->error("journal: {}", ex.what());
+    log_->error("journal: {}", loggable(ex.what()));
   }
   capacity_changed_.notify();
   outbox_changed_.notify();

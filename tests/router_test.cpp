@@ -305,6 +305,32 @@ TEST_F(RouterTest, LogsOneLineAtStartAndEndOfAJobAndNothingWhenIdle) {
   EXPECT_EQ(pool.log_text(), log);
 }
 
+TEST_F(RouterTest, JobTextReachesTheLogEscapedOnItsOwnLine) {
+  test_pool pool(server);
+  pool.start_router();
+  const std::string forged = "\n2026-01-01T00:00:00.000+0000 bs_router[1] critical: worker stopped: FORGED";
+  const auto id = pool.put_job(body{{"Command", "jstart"}, {"CommandArgs", {{"jname", "vm1" + forged + "\x1b[2J"}}}});
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  // Refusals quote the body: a C1 CSI and an OSC title sequence in a Command.
+  const auto bad = pool.put_job(std::string("{\"Command\":\"\\u009b2J\\u001b]0;FORGED\\u0007\"}"));
+  ASSERT_FALSE(pool.wait_final_reply(bad).empty());
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("job " + std::to_string(bad) + ": refused") != std::string::npos; }));
+
+  const std::string log = pool.log_text();
+  for (unsigned char c : log) ASSERT_TRUE(c == '\n' || (c >= 0x20 && c < 0x7f)) << "byte " << int(c) << " in\n" << log;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("FORGED") == std::string::npos) continue;
+    EXPECT_TRUE(line.find("job " + std::to_string(id) + " jstart jname=vm1\\n") != std::string::npos ||
+                line.find("job " + std::to_string(bad) + ": refused") != std::string::npos)
+        << line;
+  }
+  EXPECT_NE(log.find("jname=vm1\\n2026-01-01T00:00:00.000+0000 bs_router[1] critical: worker stopped: FORGED\\x1b[2J: "
+                     "started"),
+            std::string::npos)
+      << log;
+}
+
 TEST_F(RouterTest, ComesBackAfterTheBrokerIsKilledAndRestarted) {
   test_pool pool(server);
   pool.start_router();
