@@ -1,6 +1,7 @@
 #include "bs_router/config.hpp"
 
 #include "bs_router/beanstalk_protocol.hpp"
+#include "bs_router/job.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -270,7 +271,7 @@ void read_new_keys(config_object& object, config& cfg) {
   }
   object.read_int("max_jobs", cfg.max_jobs, 1, 1024);
   object.read_int("max_waiting", cfg.max_waiting, 0, 100000);
-  object.read_int("job_timeout", cfg.job_timeout, 0);
+  object.read_int("job_timeout", cfg.job_timeout, 0, max_timeout_seconds);
   object.read_int("kill_grace", cfg.kill_grace, 1);
   if (auto progress = object.optional_bool("progress")) cfg.progress = *progress;
   object.read_int("shutdown_timeout", cfg.shutdown_timeout, 0);

@@ -76,6 +76,11 @@ std::string failure_text(const std::exception& ex) {
   return loggable(ex.what());
 }
 
+// 1500 ms as "1.5", 2000 ms as "2": the exact value in the fewest digits.
+std::string seconds_text(std::chrono::milliseconds ms) {
+  return *render_number(std::to_string(ms.count()) + "e-3");
+}
+
 // "job 7 jcreate jname=jail1", for the log (the command is a plain name).
 std::string describe_job(std::uint64_t id, const std::optional<job_request>& req) {
   std::string s = "job " + std::to_string(id);
@@ -567,8 +572,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   fd_closer out{files_.open_out(id)};
   fd_closer err{files_.open_err(id)};
 
-  double timeout = cfg_.job_timeout;
-  if (request.timeout_seconds && *request.timeout_seconds > 0) timeout = *request.timeout_seconds;
+  const std::chrono::milliseconds timeout = time_limit(request, cfg_.job_timeout);
 
   process_spec spec;
   spec.argv = std::move(argv);
@@ -576,7 +580,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   spec.cwd = cfg_.cbsdenv;
   spec.stdout_fd = out.fd;
   spec.stderr_fd = err.fd;
-  spec.timeout = std::chrono::milliseconds(static_cast<long long>(timeout * 1000));
+  spec.timeout = timeout;
   spec.kill_grace = std::chrono::seconds(cfg_.kill_grace);
 
   log_->info("{}: started", describe_job(id, job->request));
@@ -593,8 +597,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
     note = "bs_router: cbsd could not be started: " + result.start_error + "\n";
   } else if (result.timed_out) {
     r.err_code = router_errcode::timed_out;
-    note = "bs_router: timed out after " + std::to_string(static_cast<long long>(timeout)) +
-           " s; cbsd was killed\n";
+    note = "bs_router: timed out after " + seconds_text(timeout) + " s; cbsd was killed\n";
   } else if (result.term_signal != 0) {
     r.err_code = router_errcode::killed;
     note = "bs_router: cbsd was killed by signal " + std::to_string(result.term_signal) + "\n";

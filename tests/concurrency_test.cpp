@@ -237,6 +237,19 @@ TEST(Concurrency, BodyTimeoutOverridesAndIgnoredSigtermEndsInSigkill) {
   EXPECT_TRUE(pool.router_running());
 }
 
+TEST(Concurrency, BodyTimeoutCannotRaiseJobTimeout) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"job_timeout", 1}, {"kill_grace", 1}});
+  pool.start_router();
+  const auto id = pool.put_job(
+      body{{"Command", "jcreate"}, {"Timeout", 600}, {"CommandArgs", {{"fake_sleep_ms", 120000}}}});
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 1002);
+  EXPECT_EQ(replies.back()["Message"].get<std::string>().rfind("bs_router: timed out after 1 s;", 0), 0u)
+      << replies.back()["Message"];
+}
+
 TEST(Concurrency, ProgressRepliesCarryOutputWhileTheJobRuns) {
   beanstalkd_server server;
   test_pool pool(server, json{{"progress", true}});

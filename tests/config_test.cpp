@@ -172,7 +172,7 @@ TEST(Config, RangeLimitsOfNewKeys) {
   const limit limits[] = {
       {"max_jobs", 0, 1, 1024, 1025},
       {"max_waiting", -1, 0, 100000, 100001},
-      {"job_timeout", -1, 0, 2147483647, 2147483648},
+      {"job_timeout", -1, 0, 2592000, 2592001}, // 30 days, as for a body's Timeout
       {"kill_grace", 0, 1, 2147483647, 2147483648},
       {"shutdown_timeout", -1, 0, 2147483647, 2147483648},
       {"max_body_bytes", 1023, 1024, 16777216, 16777217},

@@ -43,7 +43,7 @@ TEST(Job, DecodesTheCompatExample) {
                                       "astart=1"}));
   EXPECT_EQ(job.jname, "jail1");
   EXPECT_FALSE(job.emulator);
-  EXPECT_FALSE(job.timeout_seconds);
+  EXPECT_FALSE(job.timeout);
 }
 
 TEST(Job, KeepsTheBodyOrderOfArguments) {
@@ -104,18 +104,58 @@ TEST(Job, RendersOtherNumbersInShortestFixedNotation) {
   EXPECT_EQ(argument_for("1e21"), "cmd=1000000000000000000000");
   EXPECT_EQ(argument_for("1e-7"), "cmd=0.0000001");
   EXPECT_EQ(argument_for("-0.0"), "cmd=0");
+  EXPECT_EQ(argument_for("-0"), "cmd=0");
   EXPECT_EQ(argument_for("1E2"), "cmd=100");
+  EXPECT_EQ(argument_for("2.50e+1"), "cmd=25");
+}
+
+TEST(Job, NumbersReachCbsdDigitForDigit) {
+  // Beyond 64 bits, and more digits than a double holds: as written, not
+  // as the nearest double (123456789012345677877719597056).
+  EXPECT_EQ(argument_for("123456789012345678901234567890"), "cmd=123456789012345678901234567890");
+  EXPECT_EQ(argument_for("-123456789012345678901234567890"), "cmd=-123456789012345678901234567890");
+  EXPECT_EQ(argument_for("18446744073709551616"), "cmd=18446744073709551616");
+  EXPECT_EQ(argument_for("0.10000000000000000001"), "cmd=0.10000000000000000001");
+  EXPECT_EQ(argument_for("9007199254740993.0"), "cmd=9007199254740993");
+  EXPECT_EQ(argument_for("1.5e300"), "cmd=15" + std::string(299, '0'));
+  EXPECT_EQ(argument_for("1e-320"), "cmd=0." + std::string(319, '0') + "1");
+}
+
+TEST(Job, RefusesNumbersWhosePlainFormIsTooLong) {
+  // A double 0 to the parser, but 502 characters to cbsd.
+  auto error = refusal(R"({"Command":"jexec","CommandArgs":{"n":1e-500}})");
+  EXPECT_EQ(error, "CommandArgs.n: the number's decimal form is longer than 400 characters");
+  refusal(R"({"Command":"jexec","CommandArgs":{"n":1e-99999999999999999999}})");
+  EXPECT_EQ(argument_for("0e-99999999999999999999"), "cmd=0");
+}
+
+TEST(Job, RenderNumber) {
+  EXPECT_EQ(render_number("0"), "0");
+  EXPECT_EQ(render_number("-0"), "0");
+  EXPECT_EQ(render_number("007.500"), "7.5");
+  EXPECT_EQ(render_number("0.000"), "0");
+  EXPECT_EQ(render_number("12.34e1"), "123.4");
+  EXPECT_EQ(render_number("12.34e2"), "1234");
+  EXPECT_EQ(render_number("12.34e3"), "12340");
+  EXPECT_EQ(render_number("12.34e-2"), "0.1234");
+  EXPECT_EQ(render_number("-12.34E-5"), "-0.0001234");
+  EXPECT_EQ(render_number("1e+2"), "100");
+  EXPECT_EQ(render_number("1500e-3"), "1.5");
+  EXPECT_EQ(render_number("1e308")->size(), 309u);
+  EXPECT_EQ(render_number("5e-324")->size(), 326u); // "0." + 323 zeros + "5"
+  // The limit counts the sign and the point.
+  EXPECT_EQ(render_number("-1e-3", 6), "-0.001");
+  EXPECT_FALSE(render_number("-1e-3", 5));
+  EXPECT_EQ(render_number("1e4", 5), "10000");
+  EXPECT_FALSE(render_number("1e5", 5));
+  EXPECT_FALSE(render_number("1e999999999999999999999"));
+  for (const char* bad : {"", "-", "+1", ".5", "1.", "1e", "1e+", "e5", "1x", "0x10", " 1", "1 ", "1.5.5", "--1"})
+    EXPECT_FALSE(render_number(bad)) << bad;
 }
 
 TEST(Job, RenderFunctions) {
   EXPECT_EQ(render_integer(-42), "-42");
   EXPECT_EQ(render_unsigned(18446744073709551615ull), "18446744073709551615");
-  EXPECT_EQ(render_double(1.5), "1.5");
-  EXPECT_EQ(render_double(2.0), "2");
-  EXPECT_EQ(render_double(0.1), "0.1");
-  EXPECT_EQ(render_double(1e21), "1000000000000000000000");
-  EXPECT_EQ(render_double(1.7976931348623157e308).size(), 309u);
-  EXPECT_EQ(render_double(5e-324).size(), 326u); // "0." + 323 zeros + "5"
   EXPECT_EQ(render_bool(true), "1");
   EXPECT_EQ(render_bool(false), "0");
 }
@@ -271,15 +311,65 @@ TEST(Job, NameLengthLimitApplies) {
 }
 
 TEST(Job, Timeout) {
-  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":30})").timeout_seconds, 30.0);
-  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":0.5})").timeout_seconds, 0.5);
-  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":0})").timeout_seconds, 0.0);
-  EXPECT_TRUE(contains(refusal(R"({"Command":"jls","Timeout":-1})"), "\"Timeout\""));
-  EXPECT_TRUE(contains(refusal(R"({"Command":"jls","Timeout":"30"})"), "\"Timeout\""));
-  EXPECT_TRUE(contains(refusal(R"({"Command":"jls","Timeout":null})"), "\"Timeout\""));
+  using std::chrono::milliseconds;
+  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":30})").timeout, milliseconds(30000));
+  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":0.5})").timeout, milliseconds(500));
+  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":0.001})").timeout, milliseconds(1));
+  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":0.0015})").timeout, milliseconds(2)); // rounded up
+  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":2592000})").timeout, milliseconds(2592000000));
+  EXPECT_EQ(decoded(R"({"Command":"jls","Timeout":2.592e6})").timeout, milliseconds(2592000000));
+  // 0: no limit of its own, as if absent.
+  EXPECT_FALSE(decoded(R"({"Command":"jls","Timeout":0})").timeout);
+  EXPECT_FALSE(decoded(R"({"Command":"jls","Timeout":-0.0})").timeout);
+}
+
+TEST(Job, RefusesTimeoutsOutOfRange) {
+  // 1e300 and 1e10 overflowed the timer; 0.0001 and 1e-400 were taken for 0.
+  for (const char* timeout : {"1e300", "1e10", "2592000.5", "2592001", "0.0001", "0.000999", "1e-400", "-1", "-0.5",
+                              "\"5\"", "null", "true", "[5]", "{}"}) {
+    auto error = refusal(std::string(R"({"Command":"jls","Timeout":)") + timeout + "}");
+    EXPECT_EQ(error, "\"Timeout\" must be a number of seconds: 0 (no limit of its own) or from 0.001 to 2592000 seconds")
+        << timeout;
+  }
+}
+
+TEST(Job, TimeLimitIsTheTimeoutCappedAtJobTimeout) {
+  using std::chrono::milliseconds;
+  job_request job;
+  EXPECT_EQ(time_limit(job, 0), milliseconds(0));
+  EXPECT_EQ(time_limit(job, 5), milliseconds(5000));
+  job.timeout = milliseconds(2500);
+  EXPECT_EQ(time_limit(job, 0), milliseconds(2500));
+  EXPECT_EQ(time_limit(job, 5), milliseconds(2500));
+  EXPECT_EQ(time_limit(job, 2), milliseconds(2000));
+  EXPECT_EQ(time_limit(job, max_timeout_seconds), milliseconds(2500));
 }
 
 TEST(Job, DuplicateKeysKeepTheLastValue) {
   auto job = decoded(R"({"Command":"jls","CommandArgs":{"a":"1","b":"2","a":"3"}})");
   EXPECT_EQ(job.argv("cbsd"), (std::vector<std::string>{"cbsd", "jls", "a=3", "b=2"}));
+}
+
+TEST(Job, RepeatedTopLevelMembersKeepTheLast) {
+  EXPECT_EQ(decoded(R"({"Command":"reboot","Command":"jls"})").command, "jls");
+  EXPECT_EQ(decoded(R"({"Command":"jls","CommandArgs":{"a":"1"},"CommandArgs":{"b":"2"}})").argv("cbsd"),
+            (std::vector<std::string>{"cbsd", "jls", "b=2"}));
+  EXPECT_EQ(decoded(R"({"Command":"jls","CommandArgs":{"a":"1"},"CommandArgs":null})").argv("cbsd"),
+            (std::vector<std::string>{"cbsd", "jls"}));
+  EXPECT_EQ(refusal(R"({"Command":"jls","CommandArgs":{"a":"1"},"CommandArgs":"a=1"})"),
+            "\"CommandArgs\" must be an object");
+  EXPECT_FALSE(decoded(R"({"Command":"jls","Timeout":5,"Timeout":0})").timeout);
+}
+
+TEST(Job, OnlyTheTopLevelsMembersCount) {
+  // Command, CommandArgs and Timeout inside other members are not the job's.
+  auto job = decoded(R"({"x":{"Command":"reboot","CommandArgs":{"a":1},"Timeout":-1},"Command":"jls",)"
+                     R"("CommandArgs":{"m":1},"y":[{"CommandArgs":{"b":2}}],"z":[["Command"]]})");
+  EXPECT_EQ(job.command, "jls");
+  EXPECT_EQ(job.argv("cbsd"), (std::vector<std::string>{"cbsd", "jls", "m=1"}));
+  EXPECT_FALSE(job.timeout);
+  EXPECT_EQ(refusal(R"({"Command":"jls","CommandArgs":{"n":{"Command":"no"},"m":1}})"),
+            "CommandArgs.n: objects are not allowed");
+  EXPECT_EQ(decoded(R"({"Command":"jls","CommandArgs":{"m":1},"x":{"a":{"b":1}},"y":2})").argv("cbsd"),
+            (std::vector<std::string>{"cbsd", "jls", "m=1"}));
 }

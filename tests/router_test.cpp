@@ -186,6 +186,34 @@ TEST_F(RouterTest, NumbersAndBooleansAreRenderedAsSpecSays) {
                                           "g=0", "h=18446744073709551615", "i=1000000000000000000000"}));
 }
 
+TEST_F(RouterTest, NumbersReachCbsdDigitForDigit) {
+  test_pool pool(server);
+  pool.start_router();
+  const auto id = pool.put_job(std::string(
+      R"({"Command":"bcreate","CommandArgs":{"a":123456789012345678901234567890,"b":0.10000000000000000001,)"
+      R"("c":1E2,"d":-0,"e":-1.250e-3}})"));
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  auto runs = pool.runs_of("bcreate");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["argv"], json::array({FAKE_CBSD_PATH, "bcreate", "a=123456789012345678901234567890",
+                                          "b=0.10000000000000000001", "c=100", "d=0", "e=-0.00125"}));
+}
+
+TEST_F(RouterTest, TimeoutsOutOfRangeGetAnErrorReplyAndNothingRuns) {
+  test_pool pool(server, json{{"job_timeout", 2}});
+  pool.start_router();
+  for (const char* timeout : {"1e300", "0.0001", "1e10", "-1", "\"5\""}) {
+    const auto id = pool.put_job(std::string(R"({"Command":"jls","Timeout":)") + timeout + "}");
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty()) << timeout;
+    EXPECT_EQ(replies.back()["ErrCode"], 1000) << timeout;
+    EXPECT_NE(replies.back()["Message"].get<std::string>().find("\"Timeout\" must be"), std::string::npos)
+        << timeout << ": " << replies.back()["Message"];
+  }
+  EXPECT_TRUE(pool.records().empty());
+  EXPECT_TRUE(pool.router_running());
+}
+
 TEST_F(RouterTest, BadInputGetsAnErrorReplyAndNothingRuns) {
   test_pool pool(server);
   pool.start_router();

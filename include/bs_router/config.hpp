@@ -37,7 +37,7 @@ struct config {
   std::string statedir;              // default: <cbsdenv>/.bs_router
   int max_jobs = 4;                  // cbsd runs at once
   int max_waiting = 64;              // jobs held behind a busy jname
-  int job_timeout = 0;               // seconds, 0 = none
+  int job_timeout = 0;               // seconds, a ceiling for each run; 0 = none
   int kill_grace = 10;               // seconds between SIGTERM and SIGKILL
   bool progress = false;             // replies with Progress < 100 while a job runs
   int shutdown_timeout = 60;         // seconds SIGTERM waits for running jobs
