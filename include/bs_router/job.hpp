@@ -18,9 +18,10 @@ struct job_limits {
   std::size_t max_name_bytes = 64;    // Command and each key
 };
 
-// Bounds of a body's "Timeout" and of config's job_timeout, in seconds (0, for
-// either, sets no limit): not below the timer's resolution, and far inside
-// its range (nanoseconds in 64 bits, 292 years), so that no value can wrap.
+// Bounds of a body's "Timeout" and of config's job_timeout, in seconds, 0
+// aside (no limit of its own, no ceiling): not below the timer's resolution,
+// and far inside its range (nanoseconds in 64 bits, 292 years), so that no
+// value can wrap.
 constexpr double min_timeout_seconds = 0.001;
 constexpr int max_timeout_seconds = 30 * 24 * 60 * 60; // 30 days
 
@@ -68,8 +69,8 @@ std::string render_unsigned(unsigned long long v);
 // digit for digit: no exponent, no sign for zero, no leading zeros, no
 // trailing zeros after the point, no point for an integer ("1E2" -> "100",
 // "2.50" -> "2.5", "-0.0" -> "0", 30 digits -> the same 30 digits). nullopt
-// when the text is not a JSON number or the form would be longer than
-// max_chars.
+// when the text is not a number in JSON's notation (leading zeros aside) or
+// the form would be longer than max_chars.
 std::optional<std::string> render_number(std::string_view json_number, std::size_t max_chars = max_number_chars);
 std::string render_bool(bool v);
 
