@@ -422,6 +422,7 @@ TEST(Encode, Worker) {
 
 TEST(Encode, Inspection) {
   EXPECT_EQ(bs::encode_kick_job(3), "kick-job 3\r\n");
+  EXPECT_EQ(bs::encode_reserve_job(3), "reserve-job 3\r\n");
   EXPECT_EQ(bs::encode_peek(3), "peek 3\r\n");
   EXPECT_EQ(bs::encode_peek_ready(), "peek-ready\r\n");
   EXPECT_EQ(bs::encode_stats(), "stats\r\n");
