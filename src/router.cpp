@@ -289,11 +289,15 @@ bool router::has_room(const std::string& jname) const {
   return running_ + ready_.size() < static_cast<std::size_t>(cfg_.max_jobs);
 }
 
-// The jname whose first job sent back has its turn now, if any.
+// The jname whose first job sent back has its turn now, if any. The jnames
+// take turns: the search starts after the one served last.
 const std::string* router::next_deferred() const {
   if (stopping_ || !broker_reserves_by_id_) return nullptr;
-  for (const auto& [jname, queue] : deferred_)
-    if (has_room(jname)) return &jname;
+  auto start = deferred_.upper_bound(last_deferred_turn_);
+  for (auto it = start; it != deferred_.end(); ++it)
+    if (has_room(it->first)) return &it->first;
+  for (auto it = deferred_.begin(); it != start; ++it)
+    if (has_room(it->first)) return &it->first;
   return nullptr;
 }
 
@@ -341,6 +345,7 @@ awaitable<void> router::worker_loop() {
 awaitable<void> router::take_next() {
   if (const std::string* jname = next_deferred()) {
     const std::string name = *jname;
+    last_deferred_turn_ = name;
     const std::uint64_t id = deferred_.at(name).front().id;
     if (std::optional<beanstalk::job> job = co_await worker_.reserve_job(id)) co_await accept(std::move(*job));
     // Still first: the broker no longer has it for us (deleted, taken by

@@ -136,6 +136,7 @@ class router {
   };
   std::map<std::string, std::deque<deferred_job>> deferred_;
   std::size_t deferred_count_ = 0;
+  std::string last_deferred_turn_; // the jname whose job sent back was fetched last
   bool broker_reserves_by_id_ = false; // beanstalkd 1.12 or later: deferring is possible
   std::chrono::steady_clock::duration reserve_backoff_{}; // after reserves that returned nothing at once
 
