@@ -185,6 +185,7 @@ TEST(Concurrency, JobsOverMaxWaitingGoBackToTheBrokerAndOtherJnamesKeepFlowing) 
   ASSERT_EQ(runs.size(), static_cast<std::size_t>(x_jobs)); // each once
   EXPECT_EQ(max_overlap(runs), 1u);
   for (std::size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].tag, std::to_string(i + 1)); // put order
+  EXPECT_EQ(pool.stop_router(), 0);
 }
 
 // Jobs already waiting when slots are free are taken in one go: one reserve
