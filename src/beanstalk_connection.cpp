@@ -94,7 +94,9 @@ void connection::disarm_deadline() {
 awaitable<void> connection::write_requests(std::string requests, std::size_t count) {
   if (!socket_.is_open()) fail(asio::error::not_connected);
   if (unanswered_ != 0) fail(make_error_code(errc::unexpected_response)); // answers not collected: out of step
+  // Everything asked so far was answered: bytes already waiting were not asked for.
   error_code ec;
+  if (socket_.available(ec) > 0) fail(make_error_code(errc::unrequested_response));
   co_await asio::async_write(socket_, asio::buffer(requests), asio::redirect_error(use_awaitable, ec));
   if (ec) fail(ec);
   unanswered_ = count;
@@ -107,7 +109,7 @@ awaitable<response> connection::read_answer() {
     parse_result parsed = parse_response(input_, max_body_);
     if (parsed.status == parse_status::complete) {
       input_.erase(0, parsed.consumed);
-      --unanswered_;
+      if (--unanswered_ == 0 && !input_.empty()) fail(make_error_code(errc::unrequested_response));
       co_return std::move(parsed.value);
     }
     if (parsed.status == parse_status::bad) fail(make_error_code(errc::bad_response));
@@ -180,6 +182,13 @@ awaitable<std::optional<job>> connection::reserve_with_timeout(std::chrono::seco
   const auto seconds = static_cast<std::uint32_t>(timeout.count() < 0 ? 0 : timeout.count());
   response r = co_await round_trip(encode_reserve_with_timeout(seconds), timeout + command_deadline_);
   expect(r, {response_kind::reserved, response_kind::timed_out, response_kind::deadline_soon});
+  if (r.kind != response_kind::reserved) co_return std::nullopt;
+  co_return job{r.value, std::move(r.body)};
+}
+
+awaitable<std::optional<job>> connection::reserve_job(std::uint64_t id) {
+  response r = co_await round_trip(encode_reserve_job(id), command_deadline_);
+  expect(r, {response_kind::reserved, response_kind::not_found});
   if (r.kind != response_kind::reserved) co_return std::nullopt;
   co_return job{r.value, std::move(r.body)};
 }

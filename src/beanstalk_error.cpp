@@ -24,6 +24,7 @@ class beanstalk_category final : public boost::system::error_category {
       case errc::buried: return "beanstalkd ran out of memory and buried the job (BURIED)";
       case errc::bad_response: return "response from beanstalkd violates the protocol";
       case errc::unexpected_response: return "response from beanstalkd does not answer the command sent";
+      case errc::unrequested_response: return "beanstalkd sent more than the answers to the commands sent";
       case errc::timed_out: return "beanstalkd did not answer in time";
       case errc::bad_tube_name: return "invalid beanstalk tube name";
     }

@@ -192,6 +192,7 @@ std::string encode_reserve() { return "reserve\r\n"; }
 std::string encode_reserve_with_timeout(std::uint32_t seconds) {
   return command_with_number("reserve-with-timeout", seconds);
 }
+std::string encode_reserve_job(std::uint64_t id) { return command_with_number("reserve-job", id); }
 std::string encode_delete(std::uint64_t id) { return command_with_number("delete", id); }
 
 std::string encode_release(std::uint64_t id, std::uint32_t priority, std::uint32_t delay) {

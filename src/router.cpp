@@ -7,6 +7,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <set>
@@ -35,13 +36,33 @@ constexpr int live_output_progress = 0;
 constexpr std::size_t max_intake = 32;
 // The broker's clock counts a job's age in whole seconds.
 constexpr std::int64_t age_slack_seconds = 2;
+// A job sent back to the broker until its jname has room (see defer) is
+// released with this delay. It is reserved again by id as soon as its turn
+// comes, so the delay only bounds how often it comes back by itself
+// meanwhile (and is released again), and how long it waits after a crash.
+constexpr std::uint32_t deferral_delay_seconds = 30;
+// At most this many jobs are sent back at once (their ids are all the router
+// keeps of them); beyond it the router takes no new job until some have had
+// their turn.
+constexpr std::size_t max_deferred = 4096;
+// While jobs wait in the broker for their turn, a reserve waits no longer
+// than this, so that the worker fetches them soon after their turn comes.
+constexpr auto deferred_poll = 1s;
+// A reserve that returns nothing in less than half its timeout (a broker
+// that answers TIMED_OUT or DEADLINE_SOON at once) is followed by a pause:
+// this long after the first, doubling after each further one, up to the
+// most. It ends at the first reserve that gets a job or waits its time.
+constexpr auto reserve_backoff_first = 100ms;
+constexpr auto reserve_backoff_most = 1s;
 
 // The jobs taken in one go, and what starting them will look like.
 struct router::intake {
   std::vector<job_ptr> jobs;
   std::set<std::string> jnames; // of the jobs so far
   int starting = 0;             // jobs that start as soon as they are buried
+  std::size_t held = 0;         // jobs that wait behind their jname
   bool queued = false;          // a job waits for a slot: the later ones too
+  std::vector<std::pair<std::string, std::uint64_t>> deferred; // jname, id: to release (see defer)
 };
 
 struct router::job_state {
@@ -243,11 +264,49 @@ awaitable<void> router::connect(beanstalk::connection& conn) {
     } catch (const std::exception&) {
     }
   }
+  // reserve-job came with beanstalkd 1.12: without it, jobs over max_waiting
+  // are not sent back (they could not be fetched in their turn).
+  int major = 0, minor = 0;
+  if (auto it = stats.find("version"); it != stats.end()) {
+    const std::string& v = it->second;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), major);
+    if (ec == std::errc() && end != v.data() + v.size() && *end == '.')
+      std::from_chars(end + 1, v.data() + v.size(), minor);
+  }
+  broker_reserves_by_id_ = major > 1 || (major == 1 && minor >= 12);
+  if (!broker_reserves_by_id_ && deferred_count_ > 0) {
+    log_->warn("the broker has no reserve-job (beanstalkd before 1.12): the {} jobs sent back until their turn "
+               "are taken as they come", deferred_count_);
+    deferred_.clear();
+    deferred_count_ = 0;
+  }
 }
 
 bool router::can_take_more() const {
-  return !stopping_ && running_ + ready_.size() < static_cast<std::size_t>(cfg_.max_jobs) &&
-         waiting_for_jname() <= static_cast<std::size_t>(cfg_.max_waiting);
+  if (stopping_ || running_ + ready_.size() >= static_cast<std::size_t>(cfg_.max_jobs)) return false;
+  // Jobs over max_waiting go back to the broker (defer); without reserve-job
+  // the router stops taking jobs instead.
+  if (broker_reserves_by_id_) return deferred_count_ < max_deferred;
+  return waiting_for_jname() <= static_cast<std::size_t>(cfg_.max_waiting);
+}
+
+// Whether a job of `jname` taken now would run or wait behind its jname
+// without passing max_waiting (the jobs sent back keep to that too).
+bool router::has_room(const std::string& jname) const {
+  if (busy_jnames_.count(jname)) return waiting_for_jname() < static_cast<std::size_t>(cfg_.max_waiting);
+  return running_ + ready_.size() < static_cast<std::size_t>(cfg_.max_jobs);
+}
+
+// The jname whose first job sent back has its turn now, if any. The jnames
+// take turns: the search starts after the one served last.
+const std::string* router::next_deferred() const {
+  if (stopping_ || !broker_reserves_by_id_) return nullptr;
+  auto start = deferred_.upper_bound(last_deferred_turn_);
+  for (auto it = start; it != deferred_.end(); ++it)
+    if (has_room(it->first)) return &it->first;
+  for (auto it = deferred_.begin(); it != start; ++it)
+    if (has_room(it->first)) return &it->first;
+  return nullptr;
 }
 
 std::size_t router::waiting_for_jname() const {
@@ -268,15 +327,7 @@ awaitable<void> router::worker_loop() {
       broker_connected_ = true;
       failures = 0;
       co_await confirm_jobs();
-      while (!stopping_) {
-        if (!can_take_more()) {
-          co_await capacity_changed_.wait();
-          continue;
-        }
-        std::optional<beanstalk::job> job =
-            co_await worker_.reserve_with_timeout(std::chrono::seconds(cfg_.beanstalkd.reserve_timeout));
-        if (job) co_await accept(std::move(*job));
-      }
+      while (!stopping_) co_await take_next();
     } catch (const std::exception& ex) {
       // One failure path: broker errors, and the journal failing to record a
       // job (the job was not buried, so the broker gives it back).
@@ -295,6 +346,46 @@ awaitable<void> router::worker_loop() {
   broker_connected_ = false;
   worker_stopped_ = true;
   check_done();
+}
+
+// One step of the worker: a job sent back whose turn has come, or the next
+// job of the tube when there is room for it, or a wait for room.
+awaitable<void> router::take_next() {
+  if (const std::string* jname = next_deferred()) {
+    const std::string name = *jname;
+    last_deferred_turn_ = name;
+    const std::uint64_t id = deferred_.at(name).front().id;
+    if (std::optional<beanstalk::job> job = co_await worker_.reserve_job(id)) co_await accept(std::move(*job));
+    // Still first: the broker no longer has it for us (deleted, taken by
+    // another consumer), or its id now names a job of another jname.
+    auto queue = deferred_.find(name);
+    if (queue != deferred_.end() && queue->second.front().id == id) {
+      log_->warn("job {}: sent back to the broker until its turn, and not found there in its turn; "
+                 "no longer waited for", id);
+      queue->second.pop_front();
+      --deferred_count_;
+      if (queue->second.empty()) deferred_.erase(queue);
+    }
+    co_return;
+  }
+  if (!can_take_more()) {
+    co_await capacity_changed_.wait();
+    co_return;
+  }
+  std::chrono::seconds timeout(cfg_.beanstalkd.reserve_timeout);
+  if (deferred_count_ > 0) timeout = std::min<std::chrono::seconds>(timeout, deferred_poll);
+  const auto asked = std::chrono::steady_clock::now();
+  std::optional<beanstalk::job> job = co_await worker_.reserve_with_timeout(timeout);
+  if (job || 2 * (std::chrono::steady_clock::now() - asked) >= timeout) {
+    reserve_backoff_ = {};
+    if (job) co_await accept(std::move(*job));
+    co_return;
+  }
+  // Nothing, at once: a broker answering like that must not make a busy loop.
+  reserve_backoff_ = reserve_backoff_ == decltype(reserve_backoff_){}
+                         ? std::chrono::steady_clock::duration(reserve_backoff_first)
+                         : std::min<std::chrono::steady_clock::duration>(2 * reserve_backoff_, reserve_backoff_most);
+  co_await sleep_on(worker_sleep_, reserve_backoff_);
 }
 
 // Whether the broker's job `entry.job_id` is the job the entry was made for.
@@ -351,12 +442,13 @@ awaitable<bool> router::is_new(const beanstalk::job& reserved) {
 // running straight away: one journal write fewer on the common path.
 void router::take(beanstalk::job reserved, intake& batch) {
   const std::uint64_t id = reserved.id;
+  decode_result decoded = decode_job(reserved.body, limits_);
+  if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
   auto job = std::make_shared<job_state>();
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
   job->entry.reserved_at = unix_now();
   job->publisher_epoch = publisher_.is_open() ? publisher_epoch_ : 0;
-  decode_result decoded = decode_job(job->entry.body, limits_);
   job->request = std::move(decoded.job);
   in_flight_[id] = job;
   batch.jobs.push_back(job);
@@ -377,11 +469,71 @@ void router::take(beanstalk::job reserved, intake& batch) {
     const bool starts_now = !held && !batch.queued && ready_.empty() &&
                             running_ + batch.starting < cfg_.max_jobs;
     if (starts_now) ++batch.starting;
+    if (held) ++batch.held;
     if (!held && !starts_now) batch.queued = true;
     if (!job->jname.empty()) batch.jnames.insert(job->jname);
     job->entry.state = starts_now ? journal_state::running : journal_state::accepted;
   }
   save(job);
+}
+
+// Whether job `id` of `jname`, just reserved, goes back to the broker rather
+// than being taken: it would wait behind its jname with max_waiting jobs
+// waiting already, or jobs of its jname that came before it are back in the
+// broker for that reason. Those are remembered by id, in the order the
+// router first got them, and only the first of them is taken when there is
+// room: so the order per jname holds however often a job comes back. The
+// release itself is left to send_back, once the jobs taken are buried.
+bool router::defer(const std::string& jname, std::uint64_t id, intake& batch) {
+  if (!broker_reserves_by_id_) return false;
+  const bool busy = busy_jnames_.count(jname) || batch.jnames.count(jname);
+  const bool room = !busy || waiting_for_jname() + batch.held < static_cast<std::size_t>(cfg_.max_waiting);
+  auto queue = deferred_.find(jname);
+  if (queue == deferred_.end()) {
+    if (room) return false;
+    queue = deferred_.emplace(jname, std::deque<deferred_job>{}).first;
+  } else if (queue->second.front().id == id && room) {
+    queue->second.pop_front(); // its turn
+    --deferred_count_;
+    if (queue->second.empty()) deferred_.erase(queue);
+    return false;
+  }
+  auto& waiting = queue->second;
+  if (std::none_of(waiting.begin(), waiting.end(), [id](const deferred_job& d) { return d.id == id; })) {
+    waiting.push_back(deferred_job{id, std::nullopt});
+    ++deferred_count_;
+    log_->info("job {}: {} jobs wait behind its jname; sent back to the broker until its turn ({} sent back)",
+               id, cfg_.max_waiting, deferred_count_);
+  }
+  batch.deferred.emplace_back(jname, id);
+  return true;
+}
+
+// Releases the jobs of `batch` that defer() sent back, with their own
+// priority and a delay.
+awaitable<void> router::send_back(const intake& batch) {
+  for (const auto& [jname, id] : batch.deferred) {
+    auto queue = deferred_.find(jname);
+    if (queue == deferred_.end()) continue;
+    auto it = std::find_if(queue->second.begin(), queue->second.end(),
+                           [id = id](const deferred_job& d) { return d.id == id; });
+    if (it == queue->second.end()) continue;
+    if (!it->priority) {
+      std::optional<beanstalk::stats_map> stats = co_await worker_.stats_job(id);
+      std::uint32_t priority = 0;
+      if (stats && stats->count("pri")) {
+        const std::string& pri = stats->at("pri");
+        std::from_chars(pri.data(), pri.data() + pri.size(), priority);
+      }
+      it->priority = priority;
+    }
+    try {
+      co_await worker_.release(id, *it->priority, deferral_delay_seconds);
+    } catch (const boost::system::system_error& ex) {
+      // Its TTR ran out first: the broker has made it ready again already.
+      if (ex.code() != beanstalk::errc::not_found) throw;
+    }
+  }
 }
 
 // Takes a reserved job, and with it the jobs already waiting in the tube for
@@ -394,8 +546,10 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   // waiting for their jname.
   const auto free_slots = static_cast<std::ptrdiff_t>(cfg_.max_jobs - running_) -
                           static_cast<std::ptrdiff_t>(ready_.size());
-  const auto waiting_places = static_cast<std::ptrdiff_t>(cfg_.max_waiting) + 1 -
-                              static_cast<std::ptrdiff_t>(waiting_for_jname());
+  // (Without reserve-job; with it, jobs over max_waiting go back: defer.)
+  const auto waiting_places = broker_reserves_by_id_ ? static_cast<std::ptrdiff_t>(max_intake)
+                                                     : static_cast<std::ptrdiff_t>(cfg_.max_waiting) + 1 -
+                                                           static_cast<std::ptrdiff_t>(waiting_for_jname());
   const auto room = std::min({free_slots, waiting_places, static_cast<std::ptrdiff_t>(max_intake)});
   const std::size_t more = room > 1 ? static_cast<std::size_t>(room - 1) : 0;
 
@@ -414,7 +568,10 @@ awaitable<void> router::accept(beanstalk::job reserved) {
     for (const job_ptr& job : batch.jobs) forget(job);
     throw;
   }
-  if (batch.jobs.empty()) co_return;
+  if (batch.jobs.empty()) {
+    co_await send_back(batch);
+    co_return;
+  }
 
   std::vector<std::uint64_t> ids;
   for (const job_ptr& job : batch.jobs) ids.push_back(job->entry.job_id);
@@ -444,7 +601,10 @@ awaitable<void> router::accept(beanstalk::job reserved) {
   // A slot counted on above may have gone meanwhile to a job released from
   // behind its jname: a job still waiting has not started, and says so.
   for (const job_ptr& job : ready_) record_not_started(job);
-  if (unsure.empty()) co_return;
+  if (unsure.empty()) {
+    co_await send_back(batch);
+    co_return;
+  }
 
   // The broker may or may not have buried these before the connection
   // failed, or gave them back (NOT_FOUND: their TTR ran out first): nothing

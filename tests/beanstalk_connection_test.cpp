@@ -10,6 +10,7 @@
 
 #include "bs_router/beanstalk_connection.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/scripted_broker.hpp"
 
 namespace bs_router::beanstalk {
 namespace {
@@ -221,6 +222,47 @@ TEST(BeanstalkConnection, AKilledServerFailsTheCallAndAllowsReconnecting) {
     co_await conn.connect(server.host(), server.port(), 5s);
     EXPECT_GT(co_await conn.put(0, 0, 5, "again"), 0u);
   });
+}
+
+// A delayed job and a buried one are reserved by id; an unknown id is not.
+TEST(BeanstalkConnection, ReserveJobTakesADelayedOrBuriedJobById) {
+  beanstalkd_server server;
+  asio::io_context io;
+  connection producer(io.get_executor());
+  connection worker(io.get_executor());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await producer.connect(server.host(), server.port(), 5s);
+    co_await worker.connect(server.host(), server.port(), 5s);
+    const std::uint64_t delayed = co_await producer.put(0, 600, 30, "later");
+    const std::uint64_t buried = co_await producer.put(0, 0, 30, "buried");
+    auto job = co_await worker.reserve_job(delayed);
+    EXPECT_TRUE(job && job->id == delayed && job->body == "later");
+    job = co_await worker.reserve_with_timeout(1s);
+    EXPECT_TRUE(job && job->id == buried);
+    co_await worker.bury(buried, 0);
+    job = co_await worker.reserve_job(buried);
+    EXPECT_TRUE(job && job->body == "buried");
+    EXPECT_FALSE((co_await worker.reserve_job(delayed)).has_value()); // reserved already
+    EXPECT_FALSE((co_await worker.reserve_job(buried + 100)).has_value());
+  });
+}
+
+// A line after the answer, which nobody asked for, fails the call and
+// closes the connection: it must not answer the next command.
+TEST(BeanstalkConnection, LinesNobodyAskedForCloseTheConnection) {
+  testing::scripted_broker broker({"", 1});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  const std::string uri = broker.uri();
+  const auto port = static_cast<std::uint16_t>(std::stoi(uri.substr(uri.find(':') + 1)));
+  run(io, [&]() -> asio::awaitable<void> { co_await conn.connect("127.0.0.1", port, 5s); });
+  const auto ec = error_of(io, [&]() -> asio::awaitable<void> {
+    // The extra line comes with the answer, or just after: then the next
+    // command finds it waiting.
+    for (int i = 0; i < 2; ++i) co_await conn.reserve_with_timeout(1s);
+  });
+  EXPECT_EQ(ec, errc::unrequested_response);
+  EXPECT_FALSE(conn.is_open());
 }
 
 TEST(BeanstalkConnection, BadTubeNamesNeverReachTheWire) {

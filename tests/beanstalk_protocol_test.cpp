@@ -422,6 +422,7 @@ TEST(Encode, Worker) {
 
 TEST(Encode, Inspection) {
   EXPECT_EQ(bs::encode_kick_job(3), "kick-job 3\r\n");
+  EXPECT_EQ(bs::encode_reserve_job(3), "reserve-job 3\r\n");
   EXPECT_EQ(bs::encode_peek(3), "peek 3\r\n");
   EXPECT_EQ(bs::encode_peek_ready(), "peek-ready\r\n");
   EXPECT_EQ(bs::encode_stats(), "stats\r\n");
@@ -507,7 +508,7 @@ TEST(BeanstalkError, EveryCodeHasItsOwnMessage) {
     EXPECT_EQ(message.find("unknown"), std::string::npos) << value;
     EXPECT_TRUE(messages.insert(message).second) << "duplicate message: " << message;
   }
-  EXPECT_EQ(messages.size(), 14u);
+  EXPECT_EQ(messages.size(), 15u);
   EXPECT_NE(bs::make_error_code(bs::errc::job_too_big).message().find("JOB_TOO_BIG"), std::string::npos);
   EXPECT_NE(bs::make_error_code(bs::errc::timed_out).message().find("in time"), std::string::npos);
   EXPECT_NE(bs::error_category().message(999).find("999"), std::string::npos);

@@ -137,6 +137,57 @@ TEST(Concurrency, OneJobAtATimePerJnameInPutOrderOthersNotHeldUp) { one_job_at_a
 
 TEST(Concurrency, OneJobAtATimePerJnameAlsoForJobsTakenTogether) { one_job_at_a_time_per_jname(false); }
 
+// max_jobs 2, max_waiting 1: vm-x's first job blocks, its second waits
+// behind it, and the rest go back to the broker (delayed) instead of
+// stopping the router from taking anything. vm-y's job, put last and at a
+// less urgent priority, is answered while vm-x's first job still blocks;
+// then vm-x's jobs run one at a time, in put order, each once, also after
+// the jobs sent back were made ready again before their turn.
+TEST(Concurrency, JobsOverMaxWaitingGoBackToTheBrokerAndOtherJnamesKeepFlowing) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"max_jobs", 2}, {"max_waiting", 1}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const int x_jobs = 8;
+  std::vector<std::uint64_t> x;
+  x.push_back(pool.put_job(body{{"Command", "bstart"},
+                                {"CommandArgs", {{"jname", "vm-x"}, {"tag", "1"}, {"fake_wait_for", gate.string()}}}}));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("bstart").size() == 1; }));
+  for (int i = 2; i <= x_jobs; ++i)
+    x.push_back(pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm-x"}, {"tag", std::to_string(i)}}}}));
+  const auto y = pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", "vm-y"}, {"tag", "y"}}}}, 100);
+
+  auto y_reply = pool.wait_final_reply(y, 20s);
+  ASSERT_FALSE(y_reply.empty());
+  EXPECT_EQ(y_reply.back()["ErrCode"], 0);
+  EXPECT_EQ(pool.runs_of("bstart").size(), 2u); // vm-x's first, and vm-y's
+  // vm-x's first runs and its second waits, buried; the rest are in the
+  // broker, delayed, not in the router.
+  auto in_broker = [&](const std::string& buried, const std::string& delayed) {
+    return wait_until([&] {
+      auto tube = pool.client().stats_tube(pool.tube());
+      return tube && tube->at("current-jobs-buried") == buried && tube->at("current-jobs-delayed") == delayed;
+    });
+  };
+  const std::string sent_back = std::to_string(x_jobs - 2);
+  EXPECT_TRUE(in_broker("2", sent_back));
+  // Ready again before their turn (the last first): they go back again.
+  for (auto it = x.rbegin(); it != x.rend() - 2; ++it) EXPECT_TRUE(pool.client().kick_job(*it));
+  EXPECT_TRUE(wait_until([&] { return pool.client().stats_job(x[2])->at("releases") == "2"; }));
+  EXPECT_TRUE(in_broker("2", sent_back));
+  EXPECT_EQ(pool.runs_of("bstart").size(), 2u);
+
+  open_gate(gate);
+  for (auto id : x) ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  std::vector<run_interval> runs;
+  for (const auto& r : job_runs(pool, "bstart"))
+    if (r.tag != "y") runs.push_back(r);
+  ASSERT_EQ(runs.size(), static_cast<std::size_t>(x_jobs)); // each once
+  EXPECT_EQ(max_overlap(runs), 1u);
+  for (std::size_t i = 0; i < runs.size(); ++i) EXPECT_EQ(runs[i].tag, std::to_string(i + 1)); // put order
+  EXPECT_EQ(pool.stop_router(), 0);
+}
+
 // Jobs already waiting when slots are free are taken in one go: one reserve
 // that waits, the others asked for together, one fdatasync for all their
 // journal entries, one round trip to bury them. Still no more than max_jobs.

@@ -4,13 +4,16 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
 #include "support/loopback.hpp"
+#include "support/scripted_broker.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
@@ -302,6 +305,49 @@ TEST(RouterSmallBroker, ReplyFitsASmallerMaxJobSize) {
   ASSERT_TRUE(raw.has_value());
   EXPECT_LE(raw->body.size(), 4096u);
   EXPECT_EQ(json::parse(raw->body)["Truncated"], true);
+}
+
+// A broker that answers every reserve at once with TIMED_OUT. The window is
+// the run of the one job it hands out (cbsd sleeps 3 s): from its bury to the
+// put of its reply. docs/GUARANTEES.md promises at most 5 + t reserves in t
+// seconds of such answers (without the back-off: thousands).
+TEST(RouterScriptedBroker, BacksOffFromABrokerThatAnswersEveryReserveAtOnce) {
+  beanstalkd_server unused; // the pool wants one; the router talks to the scripted broker
+  scripted_broker broker({R"({"Command":"jcreate","CommandArgs":{"fake_sleep_ms":3000}})", 0});
+  test_pool pool(unused, json{{"beanstalkd", {{"uri", broker.uri()}}}});
+  pool.start_router();
+  ASSERT_TRUE(wait_until([&] { return broker.count("delete") == 1; }, 60s)) << pool.log_text();
+  std::optional<std::chrono::steady_clock::time_point> bury, put;
+  std::size_t reserves = 0;
+  for (const auto& c : broker.commands()) {
+    if (c.word == "bury" && !bury) bury = c.at;
+    if (c.word == "put" && !put) put = c.at;
+    if (bury && !put && c.word == "reserve-with-timeout") ++reserves;
+  }
+  ASSERT_TRUE(bury && put);
+  const double window = std::chrono::duration<double>(*put - *bury).count();
+  EXPECT_GE(window, 3.0);
+  EXPECT_GE(reserves, 2u); // it goes on asking
+  EXPECT_LE(static_cast<double>(reserves), 5 + std::ceil(window)) << "over " << window << " s";
+  EXPECT_EQ(pool.stop_router(), 0); // SIGTERM ends the pause
+}
+
+// A broker that sends lines nobody asked for (here, more TIMED_OUT after
+// each answer to a reserve, which would answer the next reserves before
+// they are sent): the router closes the connection and connects again
+// after reconnect_timeout, rather than spinning on the lines.
+TEST(RouterScriptedBroker, ClosesAConnectionThatSendsLinesNobodyAskedFor) {
+  beanstalkd_server unused;
+  scripted_broker broker({"", 100});
+  test_pool pool(unused, json{{"beanstalkd", {{"uri", broker.uri()}}}});
+  pool.start_router();
+  ASSERT_TRUE(wait_until([&] { return broker.closed_by_peer() >= 2; })) << broker.count("reserve-with-timeout");
+  std::map<std::size_t, std::size_t> reserves; // per connection
+  for (const auto& c : broker.commands())
+    if (c.word == "reserve-with-timeout") ++reserves[c.connection];
+  for (std::size_t connection = 1; connection <= 2; ++connection) EXPECT_LE(reserves[connection], 2u);
+  EXPECT_NE(pool.log_text().find("more than the answers to the commands sent"), std::string::npos);
+  EXPECT_TRUE(pool.router_running());
 }
 
 TEST_F(RouterTest, WatchesOnlyItsOwnTube) {

@@ -10,6 +10,9 @@
 // Every operation has a deadline: a timer closes the socket when it passes,
 // so a dead or silent broker is noticed instead of waited on for ever. The
 // connection serves one coroutine at a time (beanstalkd answers in order).
+// Bytes beyond the answers to the commands sent are an error
+// (errc::unrequested_response): a peer that sends lines nobody asked for
+// would otherwise answer the next commands before they are sent.
 //
 // A few operations are pipelined: several requests go out in one write and
 // their answers are read back in order, one round trip for all of them.
@@ -69,6 +72,9 @@ class connection {
   boost::asio::awaitable<std::uint64_t> watch(std::string_view tube);
   boost::asio::awaitable<std::uint64_t> ignore(std::string_view tube);
   boost::asio::awaitable<std::optional<job>> reserve_with_timeout(std::chrono::seconds timeout);
+  // Reserves job `id` whether ready, delayed or buried (beanstalkd 1.12 and
+  // later); nullopt on NOT_FOUND (gone, or reserved by someone).
+  boost::asio::awaitable<std::optional<job>> reserve_job(std::uint64_t id);
   boost::asio::awaitable<void> bury(std::uint64_t id, std::uint32_t priority);
   // Pipelined: asks for up to `n` more jobs without blocking (n times
   // reserve-with-timeout 0, written at once) and returns; the caller may do

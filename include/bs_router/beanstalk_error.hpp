@@ -24,6 +24,7 @@ enum class errc {
   // client side
   bad_response,    // bytes the protocol does not allow
   unexpected_response, // a valid response, but not one this command can get
+  unrequested_response, // bytes beyond the answers to the commands sent
   timed_out,       // the deadline of an operation passed (dead or silent broker)
   bad_tube_name,
 };

@@ -27,6 +27,7 @@ std::string encode_watch(std::string_view tube);
 std::string encode_ignore(std::string_view tube);
 std::string encode_reserve();
 std::string encode_reserve_with_timeout(std::uint32_t seconds);
+std::string encode_reserve_job(std::uint64_t id); // beanstalkd 1.12 and later
 std::string encode_delete(std::uint64_t id);
 std::string encode_release(std::uint64_t id, std::uint32_t priority, std::uint32_t delay);
 std::string encode_bury(std::uint64_t id, std::uint32_t priority);

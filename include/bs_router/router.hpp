@@ -11,6 +11,11 @@
 // The jobs already waiting for the other free slots are taken with it, and
 // recorded and buried together.
 //
+// A job that would wait behind its busy jname with max_waiting jobs waiting
+// already is not taken: it is released to the broker with a delay, its id
+// remembered in the order it came, and reserved again by id (reserve-job)
+// when its turn comes, so that the jobs of the other jnames keep flowing.
+//
 //   reserve -> journal(accepted|running) -> bury -> [wait for jname and slot]
 //     -> journal(running) -> cbsd -> look-ups -> journal(finished)
 //     -> put reply -> delete job -> journal entry removed
@@ -20,6 +25,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -73,6 +79,11 @@ class router {
   boost::asio::awaitable<void> accept(beanstalk::job job);
   boost::asio::awaitable<bool> is_new(const beanstalk::job& job);
   void take(beanstalk::job job, intake& batch);
+  bool defer(const std::string& jname, std::uint64_t id, intake& batch);
+  boost::asio::awaitable<void> send_back(const intake& batch);
+  boost::asio::awaitable<void> take_next();
+  const std::string* next_deferred() const;
+  bool has_room(const std::string& jname) const;
   boost::asio::awaitable<void> execute(job_ptr job);
   boost::asio::awaitable<reply> run_cbsd(const job_ptr& job);
   boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args, int stderr_fd);
@@ -116,6 +127,18 @@ class router {
   std::deque<job_ptr> live_outbox_;
   std::deque<job_ptr> unconfirmed_;                       // to settle with the broker before reserving                       // running, new output to send (progress)
   int running_ = 0;
+
+  // Jobs released to the broker until their jname has room (see defer), in
+  // the order the router first got them, per jname.
+  struct deferred_job {
+    std::uint64_t id = 0;
+    std::optional<std::uint32_t> priority; // the job's own, once asked for
+  };
+  std::map<std::string, std::deque<deferred_job>> deferred_;
+  std::size_t deferred_count_ = 0;
+  std::string last_deferred_turn_; // the jname whose job sent back was fetched last
+  bool broker_reserves_by_id_ = false; // beanstalkd 1.12 or later: deferring is possible
+  std::chrono::steady_clock::duration reserve_backoff_{}; // after reserves that returned nothing at once
 
   async_event capacity_changed_;
   async_event outbox_changed_;

@@ -1,0 +1,200 @@
+#include "support/scripted_broker.hpp"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <list>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdexcept>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace bs_router::testing {
+
+namespace {
+
+constexpr std::uint64_t job_id = 1;
+
+std::string ok_yaml(const std::string& yaml) {
+  return "OK " + std::to_string(yaml.size()) + "\r\n" + yaml + "\r\n";
+}
+
+// The number after the first `skip` words of `line`, 0 if there is none.
+std::size_t number_field(const std::string& line, int skip) {
+  std::size_t pos = 0;
+  for (int i = 0; i < skip && pos != std::string::npos; ++i) pos = line.find(' ', pos + 1);
+  if (pos == std::string::npos) return 0;
+  return static_cast<std::size_t>(std::strtoull(line.c_str() + pos + 1, nullptr, 10));
+}
+
+// Writes all of `data`, or gives up when the peer has gone.
+void send_all(int fd, const std::string& data) {
+  std::size_t sent = 0;
+  while (sent < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return;
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+} // namespace
+
+struct scripted_broker::client {
+  int fd = -1;
+  std::size_t number = 0;
+  std::string input;
+  std::size_t body_to_skip = 0; // a put's body (and its CRLF) still to come
+};
+
+scripted_broker::scripted_broker(options opts) : options_(std::move(opts)) {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listen_fd_, 16) != 0 ||
+      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 || ::pipe(wake_pipe_) != 0) {
+    const int error = errno;
+    ::close(listen_fd_);
+    throw std::runtime_error(std::string("scripted broker: ") + std::strerror(error));
+  }
+  port_ = ntohs(addr.sin_port);
+  thread_ = std::thread([this] { serve(); });
+}
+
+scripted_broker::~scripted_broker() {
+  const char stop = 's';
+  (void)!::write(wake_pipe_[1], &stop, 1);
+  thread_.join();
+  ::close(wake_pipe_[0]);
+  ::close(wake_pipe_[1]);
+  ::close(listen_fd_);
+}
+
+std::vector<scripted_broker::command> scripted_broker::commands() const {
+  std::lock_guard lock(mutex_);
+  return commands_;
+}
+
+std::size_t scripted_broker::count(const std::string& word) const {
+  std::lock_guard lock(mutex_);
+  std::size_t n = 0;
+  for (const command& c : commands_) n += c.word == word;
+  return n;
+}
+
+std::size_t scripted_broker::connections() const {
+  std::lock_guard lock(mutex_);
+  return connections_;
+}
+
+std::size_t scripted_broker::closed_by_peer() const {
+  std::lock_guard lock(mutex_);
+  return closed_by_peer_;
+}
+
+void scripted_broker::serve() {
+  std::list<client> clients;
+  for (;;) {
+    std::vector<pollfd> fds{{wake_pipe_[0], POLLIN, 0}, {listen_fd_, POLLIN, 0}};
+    for (const client& c : clients) fds.push_back({c.fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents) break;
+    if (fds[1].revents & POLLIN) {
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        std::lock_guard lock(mutex_);
+        clients.push_back(client{fd, ++connections_, {}, 0});
+      }
+    }
+    std::size_t i = 2;
+    for (auto it = clients.begin(); it != clients.end(); ++i) {
+      if (i >= fds.size() || !fds[i].revents) {
+        ++it;
+        continue;
+      }
+      char chunk[4096];
+      const ssize_t n = ::recv(it->fd, chunk, sizeof chunk, 0);
+      if (n <= 0) {
+        ::close(it->fd);
+        it = clients.erase(it);
+        std::lock_guard lock(mutex_);
+        ++closed_by_peer_;
+        continue;
+      }
+      it->input.append(chunk, static_cast<std::size_t>(n));
+      for (;;) {
+        if (it->body_to_skip > 0) {
+          const std::size_t skip = std::min(it->body_to_skip, it->input.size());
+          it->input.erase(0, skip);
+          it->body_to_skip -= skip;
+          if (it->body_to_skip > 0) break;
+        }
+        const std::size_t end = it->input.find("\r\n");
+        if (end == std::string::npos) break;
+        const std::string line = it->input.substr(0, end);
+        it->input.erase(0, end + 2);
+        answer(*it, line);
+      }
+      ++it;
+    }
+  }
+  for (client& c : clients) ::close(c.fd);
+}
+
+void scripted_broker::answer(client& c, const std::string& line) {
+  const std::string word = line.substr(0, line.find(' '));
+  {
+    std::lock_guard lock(mutex_);
+    commands_.push_back(command{c.number, word, std::chrono::steady_clock::now()});
+  }
+  const std::string& body = options_.job_body;
+  std::string out;
+  if (word == "stats") {
+    out = ok_yaml("---\nmax-job-size: 65535\n");
+  } else if (word == "watch") {
+    out = "WATCHING 2\r\n";
+  } else if (word == "ignore") {
+    out = "WATCHING 1\r\n";
+  } else if (word == "use") {
+    out = "USING " + line.substr(4) + "\r\n";
+  } else if (word == "reserve-with-timeout" || word == "reserve") {
+    if (!body.empty() && !job_handed_out_) {
+      job_handed_out_ = true;
+      handed_out_at_ = std::chrono::steady_clock::now();
+      out = "RESERVED " + std::to_string(job_id) + " " + std::to_string(body.size()) + "\r\n" + body + "\r\n";
+    } else {
+      out = "TIMED_OUT\r\n";
+    }
+    for (std::size_t i = 0; i < options_.unrequested_lines; ++i) out += "TIMED_OUT\r\n";
+  } else if (word == "bury") {
+    out = "BURIED\r\n";
+  } else if (word == "stats-job" && job_handed_out_ && number_field(line, 1) == job_id) {
+    const auto age = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - handed_out_at_);
+    out = ok_yaml("---\nid: 1\nstate: buried\npri: 0\nage: " + std::to_string(age.count()) + "\n");
+  } else if (word == "peek" && job_handed_out_ && number_field(line, 1) == job_id) {
+    out = "FOUND " + std::to_string(job_id) + " " + std::to_string(body.size()) + "\r\n" + body + "\r\n";
+  } else if (word == "put") {
+    c.body_to_skip = number_field(line, 4) + 2;
+    out = "INSERTED 2\r\n";
+  } else if (word == "delete") {
+    out = "DELETED\r\n";
+  } else if (word == "release") {
+    out = "RELEASED\r\n";
+  } else if (word == "stats-job" || word == "peek" || word == "reserve-job") {
+    out = "NOT_FOUND\r\n";
+  } else {
+    out = "UNKNOWN_COMMAND\r\n";
+  }
+  send_all(c.fd, out);
+}
+
+} // namespace bs_router::testing
