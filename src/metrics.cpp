@@ -16,6 +16,7 @@
 #include <optional>
 #include <stdexcept>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace bs_router {
@@ -288,8 +289,16 @@ std::string error_response(std::string_view status, std::string_view extra_heade
 // One accepted client. The deadline timer closes the socket, which ends
 // whatever read or write is pending.
 struct http_connection {
-  explicit http_connection(tcp::socket s)
-      : socket(std::move(s)), deadline(socket.get_executor()) {}
+  // What the connection waits for. Only a connection that is writing its
+  // answer is never closed to make room for a new one.
+  enum class phase {
+    reading_request, // for the client's request head: nothing to lose
+    writing,         // for the kernel to take the answer
+    lingering,       // answered; for the client to close
+  };
+
+  http_connection(tcp::socket s, std::uint64_t accepted)
+      : socket(std::move(s)), deadline(socket.get_executor()), serial(accepted) {}
 
   void close() noexcept {
     error_code ignored;
@@ -302,6 +311,8 @@ struct http_connection {
 
   tcp::socket socket;
   asio::steady_timer deadline;
+  const std::uint64_t serial; // accept order: lower is older
+  phase state = phase::reading_request;
 };
 
 } // namespace
@@ -314,12 +325,18 @@ struct metrics_server::shared_state {
   awaitable<void> serve(std::shared_ptr<shared_state> self,
                         std::shared_ptr<http_connection> connection);
   awaitable<std::string> answer(http_connection& connection);
+  // Closes the connection a new one should replace when every slot is
+  // taken; false when all of them are writing their answer.
+  bool make_room();
 
   tcp::acceptor acceptor;
   asio::steady_timer accept_pause;
   std::function<std::string()> render;
   std::chrono::steady_clock::duration connection_deadline = default_connection_deadline;
+  // The open connections; one closed to make room leaves at once, though its
+  // coroutine ends a turn of the loop later.
   std::unordered_set<std::shared_ptr<http_connection>> connections;
+  std::uint64_t accepted = 0;
   std::uint16_t bound_port = 0;
   bool stopped = false;
 };
@@ -338,15 +355,38 @@ awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared
       co_await accept_pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
       continue;
     }
-    if (connections.size() >= max_connections) {
+    if (connections.size() >= max_connections && !make_room()) {
       error_code ignored;
       socket.close(ignored);
       continue;
     }
-    auto connection = std::make_shared<http_connection>(std::move(socket));
+    auto connection = std::make_shared<http_connection>(std::move(socket), ++accepted);
     connections.insert(connection);
     asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)), asio::detached);
   }
+}
+
+// The newcomer takes the slot of the oldest connection still waiting for its
+// request, else of the oldest answered one. Clients that hold connections
+// open without asking (or without leaving) thus push each other out, and a
+// scraper, whose request follows its connect at once, is served unless
+// max_connections newer connections come in before its request does. The
+// listener never holds more than max_connections sockets, so no number of
+// them can use up the router's descriptors.
+bool metrics_server::shared_state::make_room() {
+  std::shared_ptr<http_connection> victim;
+  auto rank = [](const http_connection& c) {
+    return c.state == http_connection::phase::reading_request ? 0 : 1;
+  };
+  for (const auto& c : connections) {
+    if (c->state == http_connection::phase::writing) continue;
+    if (!victim || std::pair(rank(*c), c->serial) < std::pair(rank(*victim), victim->serial))
+      victim = c;
+  }
+  if (!victim) return false;
+  victim->close();
+  connections.erase(victim);
+  return true;
 }
 
 awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state> self,
@@ -359,11 +399,13 @@ awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state
 
   std::string response = co_await answer(*connection);
   error_code ec;
-  if (!response.empty() && !stopped) {
+  if (!response.empty() && !stopped && connection->socket.is_open()) {
+    connection->state = http_connection::phase::writing;
     co_await asio::async_write(connection->socket, asio::buffer(response),
                                asio::redirect_error(asio::use_awaitable, ec));
   }
   if (!ec && !stopped && connection->socket.is_open()) {
+    connection->state = http_connection::phase::lingering;
     // Closing with unread input makes the kernel send a reset, which can
     // destroy the response before the client reads it (a 400 for a head
     // still arriving). So: end our side, then read until the client closes
