@@ -9,6 +9,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/system/system_error.hpp>
 
+#include "bs_router/async_event.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -319,7 +321,8 @@ struct http_connection {
 
 struct metrics_server::shared_state {
   shared_state(asio::io_context& io, std::function<std::string()> render_metrics)
-      : acceptor(io), accept_pause(io), render(std::move(render_metrics)) {}
+      : acceptor(io), accept_pause(io), slot_changed(io.get_executor()),
+        render(std::move(render_metrics)) {}
 
   awaitable<void> accept_loop(std::shared_ptr<shared_state> self);
   awaitable<void> serve(std::shared_ptr<shared_state> self,
@@ -331,6 +334,8 @@ struct metrics_server::shared_state {
 
   tcp::acceptor acceptor;
   asio::steady_timer accept_pause;
+  // Notified when a connection has written its answer, or has left.
+  async_event slot_changed;
   std::function<std::string()> render;
   std::chrono::steady_clock::duration connection_deadline = default_connection_deadline;
   // The open connections; one closed to make room leaves at once, though its
@@ -355,11 +360,12 @@ awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared
       co_await accept_pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
       continue;
     }
-    if (connections.size() >= max_connections && !make_room()) {
-      error_code ignored;
-      socket.close(ignored);
-      continue;
-    }
+    // While every connection is writing its answer (the kernel takes it at
+    // once; the coroutine resumes a turn later), wait for one to finish
+    // rather than turn the newcomer away. Each is bounded by its deadline.
+    while (!stopped && connections.size() >= max_connections && !make_room())
+      co_await slot_changed.wait();
+    if (stopped) break;
     auto connection = std::make_shared<http_connection>(std::move(socket), ++accepted);
     connections.insert(connection);
     asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)), asio::detached);
@@ -406,6 +412,7 @@ awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state
   }
   if (!ec && !stopped && connection->socket.is_open()) {
     connection->state = http_connection::phase::lingering;
+    slot_changed.notify();
     // Closing with unread input makes the kernel send a reset, which can
     // destroy the response before the client reads it (a 400 for a head
     // still arriving). So: end our side, then read until the client closes
@@ -419,6 +426,7 @@ awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state
   }
   connection->close();
   self->connections.erase(connection);
+  slot_changed.notify();
 }
 
 // Reads the request head and returns the whole response, or "" when the
@@ -518,6 +526,7 @@ void metrics_server::stop() {
   error_code ignored;
   state.acceptor.close(ignored);
   state.accept_pause.cancel();
+  state.slot_changed.notify();
   // Closing ends each connection's pending operation; its coroutine then
   // removes it from the set, on a later turn of the loop.
   for (const auto& connection : state.connections) connection->close();
