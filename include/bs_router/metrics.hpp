@@ -87,7 +87,8 @@ class metrics {
 // connection is closed after its deadline whatever the client does, and at
 // most max_connections are open at once. When all are taken, a new
 // connection takes the slot of the oldest one still waiting for its request
-// (else of the oldest already answered), so clients that connect and send
+// (else of the oldest already answered; while every one is writing its
+// answer, it waits for one to finish), so clients that connect and send
 // nothing, or drip their request a byte at a time, push each other out
 // instead of locking out a scraper, whose request comes with its connect.
 class metrics_server {
