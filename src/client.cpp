@@ -86,8 +86,8 @@ namespace {
 using clock = std::chrono::steady_clock;
 using boost::system::error_code;
 
-// Deadlines of the connection's own, within which a broker must accept a
-// connection; the client's --timeout, when shorter, cuts them short.
+// The time a broker gets to accept the connection; a --timeout that ends
+// sooner cuts it short.
 constexpr clock::duration connect_deadline = 10s;
 // Between attempts to reach the broker again while waiting for the reply.
 constexpr clock::duration retry_pause = 1s;
