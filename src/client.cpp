@@ -9,6 +9,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
 #include <ostream>
 
 #include <nlohmann/json.hpp>
@@ -27,13 +30,72 @@ int exit_status_for(long long err_code) {
   return client_exit::router_error;
 }
 
+reply_reading read_reply(std::string_view body) {
+  reply_reading r;
+  nlohmann::json parsed = nlohmann::json::parse(body, nullptr, false);
+  if (!parsed.is_object()) {
+    r.problem = "it is not a JSON object";
+    return r;
+  }
+  auto field = parsed.find("Progress");
+  if (field == parsed.end()) {
+    r.problem = "it has no Progress";
+    return r;
+  }
+  if (!field->is_number()) {
+    r.problem = "its Progress is not a number";
+    return r;
+  }
+  const double progress = field->get<double>();
+  if (!(progress >= 0 && progress <= 100)) {
+    r.problem = "its Progress is not between 0 and 100";
+    return r;
+  }
+  field = parsed.find("Message");
+  if (field == parsed.end()) {
+    r.problem = "it has no Message";
+    return r;
+  }
+  if (!field->is_string()) {
+    r.problem = "its Message is not a string";
+    return r;
+  }
+  r.message = field->get<std::string>();
+  field = parsed.find("ErrCode");
+  if (field != parsed.end()) {
+    // An unsigned number too large for long long is an integer, but no
+    // ErrCode anyone sends.
+    if (!field->is_number_integer() ||
+        (field->is_number_unsigned() &&
+         field->get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<long long>::max()))) {
+      r.problem = "its ErrCode is not an integer";
+      return r;
+    }
+    r.err_code = field->get<long long>();
+  } else if (progress == 100) {
+    r.problem = "it has no ErrCode";
+    return r;
+  }
+  r.what = progress == 100 ? reply_reading::kind::final_reply : reply_reading::kind::progress;
+  r.reply = std::move(parsed);
+  return r;
+}
+
 namespace {
 
 using clock = std::chrono::steady_clock;
+using boost::system::error_code;
+
+// The time a broker gets to accept the connection; a --timeout that ends
+// sooner cuts it short.
+constexpr clock::duration connect_deadline = 10s;
+// Between attempts to reach the broker again while waiting for the reply.
+constexpr clock::duration retry_pause = 1s;
 
 struct client_run {
-  client_run(const client_options& o, const config& c, std::ostream& so, std::ostream& se)
-      : options(o), cfg(c), out(so), err(se) {}
+  client_run(const asio::any_io_executor& ex, const client_options& o, const config& c,
+             std::ostream& so, std::ostream& se)
+      : options(o), cfg(c), out(so), err(se), conn(ex), pause(ex), give_up(ex) {}
 
   const client_options& options;
   const config& cfg;
@@ -42,79 +104,122 @@ struct client_run {
   int status = client_exit::unavailable;
   std::string shown; // live output printed so far
 
-  std::optional<clock::time_point> deadline() const {
-    if (!options.timeout) return std::nullopt;
-    return start + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(*options.timeout));
+  beanstalk::connection conn;
+  asio::steady_timer pause;
+  // --timeout: one timer for the whole run. When it fires it closes the
+  // connection, which ends whatever the broker was asked (a silent broker
+  // included), and cuts the pause between retries short.
+  asio::steady_timer give_up;
+  bool timed_out = false;
+
+  // How far the job got, for the message when the time runs out.
+  enum class stage { before_put, put_sent, waiting } at = stage::before_put;
+  std::uint64_t id = 0;
+  std::string reply_tube;
+
+  void start_clock() {
+    if (!options.timeout) return;
+    give_up.expires_after(std::chrono::duration_cast<clock::duration>(
+        std::chrono::duration<double>(*options.timeout)));
+    give_up.async_wait([this](error_code ec) {
+      if (ec) return; // cancelled: the run ended in time
+      timed_out = true;
+      conn.close();
+      pause.cancel();
+    });
   }
-  clock::time_point start = clock::now();
+  void stop_clock() { give_up.cancel(); }
+  // Also true in the instant between the expiry and the timer's handler,
+  // when a deadline of the connection cut short by connect_within() may
+  // already have failed an operation.
+  bool out_of_time() const {
+    return timed_out || (options.timeout && clock::now() >= give_up.expiry());
+  }
+
+  clock::duration connect_within() const {
+    if (!options.timeout) return connect_deadline;
+    return std::min(connect_deadline, std::max(clock::duration::zero(), give_up.expiry() - clock::now()));
+  }
+
+  void report_timeout() {
+    const auto& b = cfg.beanstalkd;
+    err << "bs_router-client: ";
+    switch (at) {
+      case stage::before_put:
+        err << "the broker at " << b.uri << " did not answer within " << *options.timeout
+            << " s; the job was not put\n";
+        break;
+      case stage::put_sent:
+        err << "the broker at " << b.uri << " did not confirm the job within " << *options.timeout
+            << " s; it may have been put, and then runs anyway\n";
+        break;
+      case stage::waiting:
+        err << "no final reply to job " << id << " on " << reply_tube << " within "
+            << *options.timeout << " s\n";
+        break;
+    }
+    status = client_exit::timed_out;
+  }
 
   // Prints one reply; true when it was the final one.
   bool handle_reply(const std::string& body) {
-    nlohmann::json reply = nlohmann::json::parse(body, nullptr, false);
-    if (!reply.is_object()) {
-      err << "bs_router-client: ignoring a reply that is not a JSON object\n";
+    reply_reading reply = read_reply(body);
+    if (reply.what == reply_reading::kind::malformed) {
+      err << "bs_router-client: ignoring a malformed reply on " << reply_tube << ": "
+          << reply.problem << "; still waiting for the final reply\n";
       return false;
     }
-    const int progress = reply.value("Progress", 100);
-    const std::string message = reply.contains("Message") && reply["Message"].is_string()
-                                    ? reply["Message"].get<std::string>()
-                                    : std::string();
-    if (progress < 100) {
+    if (reply.what == reply_reading::kind::progress) {
       if (!options.quiet_progress && !options.json) {
-        out << message << std::flush;
-        shown += message;
+        out << reply.message << std::flush;
+        shown += reply.message;
       }
       return false;
     }
-    long long code = 0;
-    if (reply.contains("ErrCode") && reply["ErrCode"].is_number()) code = reply["ErrCode"].get<long long>();
+    const std::string& message = reply.message;
     if (options.json)
-      out << reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      out << reply.reply.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     else if (!shown.empty() && message.compare(0, shown.size(), shown) == 0)
       out << message.substr(shown.size()); // the live output already showed its beginning
     else
       out << message;
     out.flush();
-    status = exit_status_for(code);
-    if (code != 0 && status != code) err << "bs_router-client: ErrCode " << code << "\n";
+    status = exit_status_for(reply.err_code);
+    if (reply.err_code != 0 && status != reply.err_code)
+      err << "bs_router-client: ErrCode " << reply.err_code << "\n";
     return true;
   }
 
   asio::awaitable<void> run() {
-    auto ex = co_await asio::this_coro::executor;
-    beanstalk::connection conn(ex);
     const auto& b = cfg.beanstalkd;
-    std::uint64_t id = 0;
     try {
-      co_await conn.connect(b.host, b.port, 10s);
+      co_await conn.connect(b.host, b.port, connect_within());
       co_await conn.use(b.tube);
+      at = stage::put_sent;
       id = co_await conn.put(0, 0, static_cast<std::uint32_t>(b.publish_timeout), options.body);
     } catch (const boost::system::system_error& e) {
+      if (out_of_time()) {
+        report_timeout();
+        co_return;
+      }
       err << "bs_router-client: cannot put the job on " << b.uri << " tube " << b.tube << ": "
           << e.code().message() << "\n";
       status = client_exit::unavailable;
       co_return;
     }
-    const std::string reply_tube = b.reply_tube_prefix + std::to_string(id);
-    asio::steady_timer pause(ex);
+    at = stage::waiting;
+    reply_tube = b.reply_tube_prefix + std::to_string(id);
+    const std::chrono::seconds wait(std::max(1, b.reserve_timeout));
     bool watching = false;
     for (;;) {
-      auto limit = deadline();
-      std::chrono::seconds wait = std::chrono::seconds(std::max(1, b.reserve_timeout));
-      if (limit) {
-        auto left = std::chrono::duration_cast<std::chrono::seconds>(*limit - clock::now());
-        if (*limit <= clock::now()) {
-          err << "bs_router-client: no final reply to job " << id << " on " << reply_tube << " within "
-              << *options.timeout << " s\n";
-          status = client_exit::timed_out;
-          co_return;
-        }
-        wait = std::clamp(left, std::chrono::seconds(0), wait);
+      if (out_of_time()) {
+        report_timeout();
+        co_return;
       }
       bool failed = false;
       try {
         if (!conn.is_open()) {
-          co_await conn.connect(b.host, b.port, 10s);
+          co_await conn.connect(b.host, b.port, connect_within());
           watching = false;
         }
         if (!watching) {
@@ -127,12 +232,13 @@ struct client_run {
         co_await conn.remove(reply->id);
         if (handle_reply(reply->body)) co_return;
       } catch (const boost::system::system_error& e) {
+        if (out_of_time()) continue; // reported at the top
         // The job is in the broker; its reply will be too. Keep waiting.
         conn.close();
         err << "bs_router-client: " << b.uri << ": " << e.code().message() << "; retrying\n";
         failed = true;
       }
-      if (failed) co_await sleep_on(pause, 1s);
+      if (failed) co_await sleep_on(pause, retry_pause);
     }
   }
 };
@@ -157,9 +263,13 @@ int run_client(const client_options& options, std::ostream& out, std::ostream& e
     }
   }
   asio::io_context io(1);
-  client_run run(opts, cfg, out, err);
+  client_run run(io.get_executor(), opts, cfg, out, err);
   std::exception_ptr failure;
-  asio::co_spawn(io, run.run(), [&](std::exception_ptr ep) { failure = ep; });
+  run.start_clock();
+  asio::co_spawn(io, run.run(), [&](std::exception_ptr ep) {
+    failure = ep;
+    run.stop_clock();
+  });
   io.run();
   if (failure) {
     try {

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstdlib>
 #include <stdexcept>
 #include <string_view>
@@ -93,13 +92,15 @@ std::optional<parsed_command_line<Options>> run_parser(CLI::App& app, std::vecto
   return std::nullopt;
 }
 
-// --timeout: a positive, finite number of seconds ("0.5", "30").
+// --timeout: a number of seconds ("0.5", "30") above 0 and at most
+// max_client_timeout_seconds.
 std::optional<double> parse_seconds(const std::string& text) {
   if (text.empty()) return std::nullopt;
   char* end = nullptr;
   errno = 0;
   double seconds = std::strtod(text.c_str(), &end);
-  if (errno != 0 || end != text.c_str() + text.size() || !std::isfinite(seconds) || seconds <= 0) return std::nullopt;
+  if (errno != 0 || end != text.c_str() + text.size() || !(seconds > 0 && seconds <= max_client_timeout_seconds))
+    return std::nullopt;
   return seconds;
 }
 
@@ -154,7 +155,7 @@ parsed_command_line<client_options> parse_client_command_line(int argc, const ch
       ->type_name("FILE")
       ->take_last();
   app.add_option("-b,--body", options.body, "Job body as JSON (also -body JSON)")->type_name("JSON")->take_last();
-  CLI::Option* timeout_option = app.add_option("--timeout", timeout_text, "Give up waiting for the result after SECONDS (default: wait for ever)")
+  CLI::Option* timeout_option = app.add_option("--timeout", timeout_text, "Give up after SECONDS, above 0 and at most a year, however far the job got (default: wait for ever)")
       ->type_name("SECONDS")
       ->take_last();
   app.add_flag("--json", options.json, "Print the whole final reply as JSON");
@@ -188,8 +189,9 @@ parsed_command_line<client_options> parse_client_command_line(int argc, const ch
   if (timeout_option->count() > 0) {
     options.timeout = parse_seconds(timeout_text);
     if (!options.timeout)
-      return usage_error<client_options>(app, "--timeout: expected a positive number of seconds, got \"" +
-                                                  timeout_text + "\"");
+      return usage_error<client_options>(app, "--timeout: expected a number of seconds above 0 and at most " +
+                                                  std::to_string(static_cast<long long>(max_client_timeout_seconds)) +
+                                                  " (a year), got \"" + timeout_text + "\"");
   }
 
   parsed_command_line<client_options> result;

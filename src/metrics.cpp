@@ -9,6 +9,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/system/system_error.hpp>
 
+#include "bs_router/async_event.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -16,6 +18,7 @@
 #include <optional>
 #include <stdexcept>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 namespace bs_router {
@@ -288,8 +291,16 @@ std::string error_response(std::string_view status, std::string_view extra_heade
 // One accepted client. The deadline timer closes the socket, which ends
 // whatever read or write is pending.
 struct http_connection {
-  explicit http_connection(tcp::socket s)
-      : socket(std::move(s)), deadline(socket.get_executor()) {}
+  // What the connection waits for. Only a connection that is writing its
+  // answer is never closed to make room for a new one.
+  enum class phase {
+    reading_request, // for the client's request head: nothing to lose
+    writing,         // for the kernel to take the answer
+    lingering,       // answered; for the client to close
+  };
+
+  http_connection(tcp::socket s, std::uint64_t accepted)
+      : socket(std::move(s)), deadline(socket.get_executor()), serial(accepted) {}
 
   void close() noexcept {
     error_code ignored;
@@ -302,24 +313,35 @@ struct http_connection {
 
   tcp::socket socket;
   asio::steady_timer deadline;
+  const std::uint64_t serial; // accept order: lower is older
+  phase state = phase::reading_request;
 };
 
 } // namespace
 
 struct metrics_server::shared_state {
   shared_state(asio::io_context& io, std::function<std::string()> render_metrics)
-      : acceptor(io), accept_pause(io), render(std::move(render_metrics)) {}
+      : acceptor(io), accept_pause(io), slot_changed(io.get_executor()),
+        render(std::move(render_metrics)) {}
 
   awaitable<void> accept_loop(std::shared_ptr<shared_state> self);
   awaitable<void> serve(std::shared_ptr<shared_state> self,
                         std::shared_ptr<http_connection> connection);
   awaitable<std::string> answer(http_connection& connection);
+  // Closes the connection a new one should replace when every slot is
+  // taken; false when all of them are writing their answer.
+  bool make_room();
 
   tcp::acceptor acceptor;
   asio::steady_timer accept_pause;
+  // Notified when a connection has written its answer, or has left.
+  async_event slot_changed;
   std::function<std::string()> render;
   std::chrono::steady_clock::duration connection_deadline = default_connection_deadline;
+  // The open connections; one closed to make room leaves at once, though its
+  // coroutine ends a turn of the loop later.
   std::unordered_set<std::shared_ptr<http_connection>> connections;
+  std::uint64_t accepted = 0;
   std::uint16_t bound_port = 0;
   bool stopped = false;
 };
@@ -338,15 +360,39 @@ awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared
       co_await accept_pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
       continue;
     }
-    if (connections.size() >= max_connections) {
-      error_code ignored;
-      socket.close(ignored);
-      continue;
-    }
-    auto connection = std::make_shared<http_connection>(std::move(socket));
+    // While every connection is writing its answer (the kernel takes it at
+    // once; the coroutine resumes a turn later), wait for one to finish
+    // rather than turn the newcomer away. Each is bounded by its deadline.
+    while (!stopped && connections.size() >= max_connections && !make_room())
+      co_await slot_changed.wait();
+    if (stopped) break;
+    auto connection = std::make_shared<http_connection>(std::move(socket), ++accepted);
     connections.insert(connection);
     asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)), asio::detached);
   }
+}
+
+// The newcomer takes the slot of the oldest connection still waiting for its
+// request, else of the oldest answered one. Clients that hold connections
+// open without asking (or without leaving) thus push each other out, and a
+// scraper, whose request follows its connect at once, is served unless
+// max_connections newer connections come in before its request does. The
+// listener never holds more than max_connections sockets, so no number of
+// them can use up the router's descriptors.
+bool metrics_server::shared_state::make_room() {
+  std::shared_ptr<http_connection> victim;
+  auto rank = [](const http_connection& c) {
+    return c.state == http_connection::phase::reading_request ? 0 : 1;
+  };
+  for (const auto& c : connections) {
+    if (c->state == http_connection::phase::writing) continue;
+    if (!victim || std::pair(rank(*c), c->serial) < std::pair(rank(*victim), victim->serial))
+      victim = c;
+  }
+  if (!victim) return false;
+  victim->close();
+  connections.erase(victim);
+  return true;
 }
 
 awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state> self,
@@ -359,11 +405,14 @@ awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state
 
   std::string response = co_await answer(*connection);
   error_code ec;
-  if (!response.empty() && !stopped) {
+  if (!response.empty() && !stopped && connection->socket.is_open()) {
+    connection->state = http_connection::phase::writing;
     co_await asio::async_write(connection->socket, asio::buffer(response),
                                asio::redirect_error(asio::use_awaitable, ec));
   }
   if (!ec && !stopped && connection->socket.is_open()) {
+    connection->state = http_connection::phase::lingering;
+    slot_changed.notify();
     // Closing with unread input makes the kernel send a reset, which can
     // destroy the response before the client reads it (a 400 for a head
     // still arriving). So: end our side, then read until the client closes
@@ -377,6 +426,7 @@ awaitable<void> metrics_server::shared_state::serve(std::shared_ptr<shared_state
   }
   connection->close();
   self->connections.erase(connection);
+  slot_changed.notify();
 }
 
 // Reads the request head and returns the whole response, or "" when the
@@ -476,6 +526,7 @@ void metrics_server::stop() {
   error_code ignored;
   state.acceptor.close(ignored);
   state.accept_pause.cancel();
+  state.slot_changed.notify();
   // Closing ends each connection's pending operation; its coroutine then
   // removes it from the set, on a later turn of the loop.
   for (const auto& connection : state.connections) connection->close();

@@ -13,6 +13,7 @@ namespace {
 
 using bs_router::body_from_words;
 using bs_router::client_options;
+using bs_router::max_client_timeout_seconds;
 using bs_router::parse_client_command_line;
 using bs_router::parse_router_command_line;
 using bs_router::parsed_command_line;
@@ -228,17 +229,23 @@ TEST(ClientCommandLine, BadWordsAreUsageErrors) {
   EXPECT_TRUE(contains(parsed.output, "\"header\": expected key=value")) << parsed.output;
 }
 
-TEST(ClientCommandLine, TimeoutMustBeAPositiveNumber) {
-  for (const char* bad : {"0", "-1", "abc", "1s", "nan", "inf", ""}) {
+TEST(ClientCommandLine, TimeoutMustBeAPositiveNumberUpToAYear) {
+  // 1e10 s (some 317 years) overflowed the clock and timed out at once.
+  for (const char* bad : {"0", "-1", "abc", "1s", "nan", "inf", "", "1e10", "31536001", "1e400", "-0"}) {
     SCOPED_TRACE(bad);
     auto parsed = client({"-config", "pool1.json", "-body", "{}", "--timeout", bad});
     EXPECT_FALSE(parsed.options);
     EXPECT_EQ(parsed.exit_code, 2) << parsed.output;
     EXPECT_TRUE(parsed.output_is_error);
+    EXPECT_TRUE(contains(parsed.output, "--timeout: expected a number of seconds above 0 and at most 31536000"))
+        << parsed.output;
   }
   auto parsed = client({"-config", "pool1.json", "-body", "{}", "--timeout", "0.25"});
   ASSERT_TRUE(parsed.options) << parsed.output;
   EXPECT_DOUBLE_EQ(*parsed.options->timeout, 0.25);
+  parsed = client({"-config", "pool1.json", "-body", "{}", "--timeout", "31536000"});
+  ASSERT_TRUE(parsed.options) << parsed.output;
+  EXPECT_DOUBLE_EQ(*parsed.options->timeout, max_client_timeout_seconds);
 }
 
 TEST(ClientCommandLine, HelpListsEveryOption) {

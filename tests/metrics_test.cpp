@@ -5,7 +5,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/system/system_error.hpp>
 
+#include "support/wait.hpp"
+
 #include <arpa/inet.h>
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <memory>
@@ -24,6 +28,7 @@ namespace {
 namespace asio = boost::asio;
 using bs_router::metrics;
 using bs_router::metrics_server;
+using bs_router::testing::wait_until;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
@@ -215,6 +220,23 @@ class http_test_client {
 
   // Half-close: the server reads end of input, the client can still read.
   void finish_sending() { ::shutdown(fd_, SHUT_WR); }
+
+  // True once the server has closed this connection (end of input or a
+  // reset is waiting to be read); never waits. Whatever the server sent
+  // before closing is discarded.
+  bool closed_by_server() {
+    for (;;) {
+      pollfd p{fd_, POLLIN, 0};
+      int ready = ::poll(&p, 1, 0);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) return false;
+      char chunk[4096];
+      ssize_t n = ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      if (n <= 0) return true;
+    }
+  }
 
   // Everything the server sends until it closes (a reset counts as closed),
   // or nullopt if it is still open after `bound`.
@@ -424,33 +446,139 @@ TEST(MetricsServer, SilentClientIsClosedAtTheDeadline) {
   EXPECT_GE(clock_type::now() - started, 250ms);
 }
 
-TEST(MetricsServer, ConnectionsPastTheLimitAreClosedAtOnce) {
-  running_server server(fixed_text("x 1\n"));
-  std::vector<std::unique_ptr<http_test_client>> silent;
-  for (std::size_t i = 0; i < metrics_server::max_connections; ++i)
-    silent.push_back(std::make_unique<http_test_client>(server.port()));
+// Connects `n` clients that send nothing, in order.
+std::vector<std::unique_ptr<http_test_client>> idle_clients(std::uint16_t port, std::size_t n) {
+  std::vector<std::unique_ptr<http_test_client>> clients;
+  for (std::size_t i = 0; i < n; ++i) clients.push_back(std::make_unique<http_test_client>(port));
+  return clients;
+}
 
-  // Accepted in order, so this one finds every slot taken.
-  http_test_client extra(server.port());
-  auto raw = extra.read_until_closed(metrics_server::default_connection_deadline / 2);
-  ASSERT_TRUE(raw) << "connection past the limit was kept open";
-  EXPECT_EQ(*raw, "");
+// How long a scraper waits for its answer (Prometheus' default scrape_timeout).
+constexpr auto scrape_timeout = 10s;
 
-  // Slots come back when clients leave.
-  silent.clear();
-  auto give_up = clock_type::now() + generous_bound;
-  std::string status;
-  while (clock_type::now() < give_up) {
-    http_test_client client(server.port());
-    client.send("GET /metrics HTTP/1.0\r\n\r\n");
-    auto answer = client.read_until_closed();
-    if (answer && !answer->empty()) {
-      status = parse_response(*answer).status_line;
-      break;
-    }
-    std::this_thread::sleep_for(10ms);
+// One scrape: true when the whole answer is a 200 with `body`.
+bool scrape(std::uint16_t port, const std::string& body) {
+  http_test_client scraper(port);
+  scraper.send("GET /metrics HTTP/1.0\r\n\r\n");
+  auto raw = scraper.read_until_closed(scrape_timeout);
+  if (!raw) return false;
+  auto response = parse_response(*raw);
+  return response.status_line == "HTTP/1.0 200 OK" && response.body == body;
+}
+
+// A long deadline, so that only a new connection can make the server close
+// an old one during the test.
+constexpr auto no_deadline_in_this_test = std::chrono::hours(1);
+
+TEST(MetricsServer, ANewConnectionTakesTheSlotOfTheOldestIdleOne) {
+  running_server server(fixed_text("x 1\n"), no_deadline_in_this_test);
+  auto idle = idle_clients(server.port(), metrics_server::max_connections);
+
+  // Every slot is taken: the server closes the oldest idle client for it.
+  EXPECT_TRUE(scrape(server.port(), "x 1\n"));
+  EXPECT_TRUE(wait_until([&] { return idle[0]->closed_by_server(); }))
+      << "the oldest idle client kept its slot";
+  for (std::size_t i = 1; i < idle.size(); ++i)
+    EXPECT_FALSE(idle[i]->closed_by_server()) << "idle client " << i << " closed";
+}
+
+TEST(MetricsServer, ClientsThatNeverCloseDoNotLockOutScrapes) {
+  running_server server(fixed_text("x 1\n"), no_deadline_in_this_test);
+  // Each asks, is answered, and then neither reads nor closes.
+  auto lingering = idle_clients(server.port(), metrics_server::max_connections);
+  for (auto& client : lingering) client->send("GET /metrics HTTP/1.0\r\n\r\n");
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(scrape(server.port(), "x 1\n")) << "scrape " << i;
+}
+
+TEST(MetricsServer, ManySocketsHoldNoMoreThanMaxConnectionsOpen) {
+  running_server server(fixed_text("x 1\n"), no_deadline_in_this_test);
+  constexpr std::size_t attackers = 200;
+  auto idle = idle_clients(server.port(), attackers);
+  const std::size_t oldest_kept = attackers - metrics_server::max_connections;
+
+  // Every socket but the newest max_connections is closed, each as soon as
+  // a newer one needed its slot; the newest stay open.
+  EXPECT_TRUE(wait_until([&] {
+    for (std::size_t i = 0; i < oldest_kept; ++i)
+      if (idle[i] && idle[i]->closed_by_server()) idle[i].reset();
+    return std::all_of(idle.begin(), idle.begin() + oldest_kept, [](auto& c) { return !c; });
+  })) << "the server holds more than " << metrics_server::max_connections << " connections";
+  for (std::size_t i = oldest_kept; i < attackers; ++i)
+    EXPECT_FALSE(idle[i]->closed_by_server()) << "socket " << i << " of the newest closed";
+  EXPECT_TRUE(scrape(server.port(), "x 1\n"));
+}
+
+// Clients that each hold a connection by sending a request head a byte at a
+// time and never finishing it. One the server closes is connected again
+// before its next byte, so that `count` of them are connected all along.
+class dripping_clients {
+ public:
+  dripping_clients(std::uint16_t port, std::size_t count) : port_(port) {
+    for (std::size_t i = 0; i < count; ++i) clients_.push_back({connect(), 0});
+    thread_ = std::thread([this] { drip(); });
   }
-  EXPECT_EQ(status, "HTTP/1.0 200 OK");
+  ~dripping_clients() {
+    stopping_ = true;
+    thread_.join();
+  }
+  dripping_clients(const dripping_clients&) = delete;
+  dripping_clients& operator=(const dripping_clients&) = delete;
+
+  std::size_t reconnects() const { return reconnects_; }
+
+ private:
+  // The attacker's pace: a byte from every client each round.
+  static constexpr auto round_interval = 100ms;
+  static constexpr std::string_view head_start = "GET /metrics HTTP/1.0\r\nX-Drip: ";
+  // Well below max_request_head: the server must not be able to refuse the
+  // head for its size.
+  static constexpr std::size_t longest_head = metrics_server::max_request_head / 2;
+
+  struct client {
+    std::unique_ptr<http_test_client> connection;
+    std::size_t sent;
+  };
+
+  std::unique_ptr<http_test_client> connect() { return std::make_unique<http_test_client>(port_); }
+
+  void drip() {
+    while (!stopping_) {
+      for (auto& c : clients_) {
+        if (c.connection->closed_by_server()) {
+          c = {connect(), 0};
+          ++reconnects_;
+        }
+        if (c.sent >= longest_head) continue;
+        char byte = c.sent < head_start.size() ? head_start[c.sent] : 'a';
+        if (c.connection->send(std::string_view(&byte, 1))) ++c.sent;
+      }
+      std::this_thread::sleep_for(round_interval);
+    }
+  }
+
+  std::uint16_t port_;
+  std::vector<client> clients_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> reconnects_{0};
+  std::thread thread_;
+};
+
+TEST(MetricsServer, SixteenDrippingClientsDoNotLockOutScrapes) {
+  running_server server(fixed_text("x 1\n")); // the default deadline
+  dripping_clients drippers(server.port(), metrics_server::max_connections);
+  // Spread over more than a deadline, so that the drippers' connections are
+  // also closed by it and made again meanwhile.
+  constexpr int scrapes = 48;
+  constexpr auto scrape_interval = 150ms;
+  int succeeded = 0;
+  for (int i = 0; i < scrapes; ++i) {
+    if (scrape(server.port(), "x 1\n")) ++succeeded;
+    std::this_thread::sleep_for(scrape_interval);
+  }
+  EXPECT_EQ(succeeded, scrapes) << "scrapes that got their answer, of " << scrapes
+                                << ", with " << metrics_server::max_connections
+                                << " dripping clients (connected again " << drippers.reconnects()
+                                << " times)";
 }
 
 TEST(MetricsServer, StopClosesOpenConnections) {

@@ -16,11 +16,15 @@ struct router_options {
   bool list_journal = false; // --journal: list the jobs the pool's journal holds, then exit
 };
 
+// --timeout takes seconds above 0 and up to a year: a longer wait is a
+// mistake, and a deadline of some 292 years would not fit the clock at all.
+inline constexpr double max_client_timeout_seconds = 365.0 * 24 * 60 * 60;
+
 struct client_options {
   std::string config_path;
   std::string body;                  // -body JSON
   std::vector<std::string> command;  // short form: COMMAND key=value ...
-  std::optional<double> timeout;     // --timeout SECONDS (none = wait for ever)
+  std::optional<double> timeout;     // --timeout SECONDS, 0 < SECONDS <= max_client_timeout_seconds (none = wait for ever)
   bool json = false;                 // --json: print the whole final reply
   bool quiet_progress = false;       // --no-progress: do not print Progress < 100 replies
 };

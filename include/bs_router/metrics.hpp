@@ -83,10 +83,14 @@ class metrics {
 // Serves `render()` on GET /metrics, one request per connection (HTTP/1.0
 // style: Content-Length and Connection: close). Any other path is 404, any
 // method but GET and HEAD is 405, a request head that does not parse or
-// exceeds max_request_head is 400. Every connection is closed after its
-// deadline whatever the client does, and at most max_connections are served
-// at once (more are closed at once), so a slow or hostile client costs
-// little and never stops the loop.
+// exceeds max_request_head is 400. What a client costs is bounded: every
+// connection is closed after its deadline whatever the client does, and at
+// most max_connections are open at once. When all are taken, a new
+// connection takes the slot of the oldest one still waiting for its request
+// (else of the oldest already answered; while every one is writing its
+// answer, it waits for one to finish), so clients that connect and send
+// nothing, or drip their request a byte at a time, push each other out
+// instead of locking out a scraper, whose request comes with its connect.
 class metrics_server {
  public:
   static constexpr std::size_t max_request_head = 8 * 1024;
