@@ -8,12 +8,15 @@
 #include <cstdio>
 #include <iostream>
 
+#include <sys/stat.h>
+
 #include "bs_router/command_line.hpp"
 #include "bs_router/config.hpp"
 #include "bs_router/journal.hpp"
 #include "bs_router/logging.hpp"
 #include "bs_router/pool_lock.hpp"
 #include "bs_router/router.hpp"
+#include "bs_router/safe_files.hpp"
 
 namespace {
 constexpr int exit_config = 78; // EX_CONFIG of sysexits(3)
@@ -21,6 +24,11 @@ constexpr int exit_failure = 1;
 } // namespace
 
 int main(int argc, char** argv) {
+  // Nothing the router creates is writable by group or others, whatever mask
+  // it was started with. Not stricter: cbsd inherits it, and CBSD expects
+  // the usual 022 for what it creates in jails.
+  ::umask(::umask(0) | 022);
+
   auto parsed = bs_router::parse_router_command_line(argc, argv);
   if (!parsed.options) {
     (parsed.output_is_error ? std::cerr : std::cout) << parsed.output;
@@ -34,6 +42,12 @@ int main(int argc, char** argv) {
     bs_router::check_workspace(cfg);
   } catch (const bs_router::config_error& ex) {
     std::cerr << "bs_router: " << ex.what() << "\n";
+    return exit_config;
+  }
+  try {
+    bs_router::check_log_file(cfg.logfile);
+  } catch (const std::exception& ex) {
+    std::cerr << "bs_router: " << cfg.source << ": logfile: " << ex.what() << "\n";
     return exit_config;
   }
   for (const std::string& w : cfg.warnings) std::cerr << "bs_router: warning: " << w << "\n";
@@ -54,9 +68,15 @@ int main(int argc, char** argv) {
 
   // Before the log is opened: a second router must not write into the
   // first one's log, only say who serves the pool.
+  // The statedir is opened once, checked on its descriptor, and every file
+  // in it is opened relative to that: its path may sit in a directory that
+  // CBSD's own user can write in (<cbsdenv>/.bs_router), and what is renamed
+  // or planted there afterwards is never followed.
+  bs_router::directory statedir;
   std::unique_ptr<bs_router::pool_lock> lock;
   try {
-    lock = std::make_unique<bs_router::pool_lock>(cfg.statedir);
+    statedir = bs_router::open_state_directory(cfg.statedir);
+    lock = std::make_unique<bs_router::pool_lock>(statedir);
   } catch (const std::exception& ex) {
     std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
     return exit_failure;
@@ -76,7 +96,7 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   try {
-    bs_router::router router(io, cfg, log);
+    bs_router::router router(io, cfg, log, std::move(statedir));
     boost::asio::signal_set stop_signals(io, SIGTERM, SIGINT);
     boost::asio::signal_set hup(io, SIGHUP);
     std::function<void(boost::system::error_code, int)> on_stop = [&](boost::system::error_code ec, int sig) {
@@ -87,8 +107,10 @@ int main(int argc, char** argv) {
     };
     std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
       if (ec) return;
-      bs_router::reopen_log_files();
-      log->info("SIGHUP: log file reopened");
+      const std::vector<std::string> problems = bs_router::reopen_log_files();
+      if (problems.empty()) log->info("SIGHUP: log file reopened");
+      for (const std::string& problem : problems)
+        log->error("SIGHUP: log file not reopened: {}; still writing to the file opened before", problem);
       hup.async_wait(on_hup);
     };
     stop_signals.async_wait(on_stop);
