@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <system_error>
 #include <unistd.h>
 #include <dirent.h>
@@ -85,6 +86,9 @@ bool parse_job_file_name(const std::string& name, std::uint64_t* id) {
 constexpr const char* log_name = "jobs.journal";
 // The log is rewritten with only the live entries once it has grown this much.
 constexpr std::uint64_t rewrite_after_bytes = 4 * 1024 * 1024;
+// The free space of the journal's filesystem is looked at again after at
+// most this much growth (sooner when it is short).
+constexpr std::uint64_t room_check_bytes = 64 * 1024;
 
 std::uint64_t checksum(std::string_view text) {
   std::uint64_t h = 14695981039346656037ull; // FNV-1a, 64 bits
@@ -349,6 +353,7 @@ void journal::rewrite() {
   fd_ = fd;
   size_ = size;
   rewritten_size_ = size;
+  next_room_check_ = 0;
   synced_ = appended_;
   needs_rewrite_ = false;
 }
@@ -365,27 +370,60 @@ void journal::write_line(const std::string& line) {
   }
 }
 
+// A compaction writes the live entries into a new file beside the old one,
+// so it needs that much room: once the filesystem is full it can no longer
+// be done. Before an append would leave too little room, the file is
+// compacted while it still can be.
+void journal::keep_room_to_compact(std::uint64_t bytes) {
+  if (size_ + bytes < next_room_check_) return;
+  std::uint64_t live = 0;
+  for (const auto& [id, line] : live_) live += line.size();
+  struct statvfs disk {};
+  if (::fstatvfs(fd_, &disk) != 0) {
+    next_room_check_ = size_ + bytes + room_check_bytes;
+    return;
+  }
+  const std::uint64_t block = disk.f_frsize ? disk.f_frsize : 512;
+  auto rounded = [block](std::uint64_t n) { return (n + block - 1) / block * block; };
+  const std::uint64_t free = static_cast<std::uint64_t>(disk.f_bavail) * block;
+  // The blocks this append takes, then a new file of the live entries and
+  // this line, and a block for the new file's own bookkeeping.
+  const std::uint64_t needed = rounded(size_ + bytes) - rounded(size_) + rounded(live + bytes) + block;
+  if (free >= needed) {
+    next_room_check_ = size_ + bytes + std::min((free - needed) / 2, room_check_bytes);
+    return;
+  }
+  next_room_check_ = 0; // short of room: look at every append
+  if (size_ <= live) return; // nothing a compaction could free
+  try {
+    rewrite();
+  } catch (const std::system_error&) {
+    // The append tells whether there is room all the same.
+  }
+}
+
 void journal::append(std::uint64_t job_id, const std::string& line, bool removal) {
   open_for_append();
+  keep_room_to_compact(line.size());
   try {
     write_line(line);
   } catch (const std::system_error&) {
     // Most of the file is lines of jobs long gone: on a full disk (ENOSPC,
     // a quota) compacting it to the live entries makes the room, so the
-    // router recovers by itself once those fit. One compaction and one
-    // retry; if either fails the error stands.
-    try {
+    // router recovers by itself once those fit. A removal is done by the
+    // compaction itself (the entry is left out); a new state is written
+    // once more after it. If that fails too, the error stands.
+    if (removal) {
+      // Forgotten even if the compaction fails: a removal need not be
+      // durable, and an entry the file keeps until a crash is dropped at the
+      // next start, its job being gone from the broker.
+      live_.erase(job_id);
+      ++appended_;
       rewrite();
-      write_line(line);
-    } catch (...) {
-      if (removal) {
-        // A removal need not be durable: forgotten here, it is gone from the
-        // next compaction, and if the file keeps its entry until a crash,
-        // the next start finds the job gone from the broker and drops it.
-        live_.erase(job_id);
-      }
-      throw;
+      return;
     }
+    rewrite();
+    write_line(line);
   }
   size_ += line.size();
   ++appended_;

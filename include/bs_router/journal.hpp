@@ -93,6 +93,7 @@ class journal {
  private:
   void append(std::uint64_t job_id, const std::string& line, bool removal);
   void write_line(const std::string& line);
+  void keep_room_to_compact(std::uint64_t bytes);
   void open_for_append();
   void rewrite();
 
@@ -104,6 +105,7 @@ class journal {
   std::uint64_t appended_ = 0;      // appends so far
   std::uint64_t synced_ = 0;        // appends known durable
   bool needs_rewrite_ = false;      // an fdatasync failed
+  std::uint64_t next_room_check_ = 0; // size_ at which to look at the free space again
   std::uint64_t syncs_ = 0;
   double sync_seconds_ = 0;
   std::map<std::uint64_t, std::string> live_; // job id -> its latest line
