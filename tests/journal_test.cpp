@@ -1,4 +1,5 @@
 #include "bs_router/journal.hpp"
+#include "bs_router/safe_files.hpp"
 
 #include <gtest/gtest.h>
 
