@@ -337,5 +337,35 @@ TEST_F(JournalTest, AFullDiskIsCompactedAndTheAppendTriedAgain) {
   EXPECT_EQ(entries[0].job_id, 201u);
 }
 
+// Someone else fills the filesystem: the next append finds no room, compacts
+// the file (here to nothing: no job is in flight) and writes again.
+TEST_F(JournalTest, AnAppendThatFindsTheDiskFullCompactsAndWritesAgain) {
+  fs::create_directories(dir);
+  testing::small_filesystem disk(dir, 64 * 1024);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  {
+    journal j(dir.string());
+    j.load();
+    const std::string body(1000, 'x');
+    for (std::uint64_t id = 1; id <= 12; ++id) {
+      j.save(entry(id, journal_state::running, body));
+      j.remove(id);
+    }
+    j.sync();
+    {
+      std::ofstream filler(dir / "filler", std::ios::binary);
+      const std::string block(4096, 'f');
+      while (filler.write(block.data(), static_cast<std::streamsize>(block.size())) && filler.flush()) {
+      }
+    }
+    // Longer than a page: it cannot fit in what the file's last one has left.
+    ASSERT_NO_THROW(j.save(entry(13, journal_state::running, std::string(5000, 'y'))));
+    ASSERT_NO_THROW(j.sync());
+  }
+  const auto entries = journal::inspect(dir.string());
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].job_id, 13u);
+}
+
 } // namespace
 } // namespace bs_router
