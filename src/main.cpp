@@ -52,6 +52,15 @@ int main(int argc, char** argv) {
   }
   for (const std::string& w : cfg.warnings) std::cerr << "bs_router: warning: " << w << "\n";
   if (options.check_only) {
+    // What a start would refuse, said before daemon(8) restarts it in a
+    // loop; nothing is created.
+    try {
+      bs_router::open_existing_private_directory(cfg.statedir);
+      bs_router::open_existing_private_directory(cfg.beanstalkd.logdir);
+    } catch (const std::exception& ex) {
+      std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
+      return exit_failure;
+    }
     std::cout << options.config_path << ": ok\n";
     return 0;
   }

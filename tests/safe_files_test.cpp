@@ -246,6 +246,9 @@ TEST_F(RouterFiles, AStatedirOrLogdirThatIsNotPrivateIsRefused) {
   EXPECT_EQ(run_router({"-config", pool.config_path().string()}, &out), 1);
   EXPECT_NE(out.find(pool.statedir().string() + ": owned by uid 65534"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(pool.statedir() / "lock"));
+  // --check says so too, for the rc.d script's start.
+  EXPECT_EQ(run_router({"--check", "-config", pool.config_path().string()}, &out), 1);
+  EXPECT_NE(out.find(pool.statedir().string() + ": owned by uid 65534"), std::string::npos) << out;
 
   ASSERT_EQ(::chown(pool.statedir().c_str(), 0, 0), 0);
   ::chmod(pool.statedir().c_str(), 0770);
@@ -255,6 +258,8 @@ TEST_F(RouterFiles, AStatedirOrLogdirThatIsNotPrivateIsRefused) {
   ::chmod(pool.statedir().c_str(), 0700);
   ::chmod(pool.logdir().c_str(), 0777);
   EXPECT_EQ(run_router({"-config", pool.config_path().string()}, &out), 1);
+  EXPECT_NE(out.find(pool.logdir().string() + ": writable by others"), std::string::npos) << out;
+  EXPECT_EQ(run_router({"--check", "-config", pool.config_path().string()}, &out), 1);
   EXPECT_NE(out.find(pool.logdir().string() + ": writable by others"), std::string::npos) << out;
 
   ::chmod(pool.logdir().c_str(), 0750);
