@@ -181,15 +181,15 @@ struct directory_contents {
 // forgets it. A last line without its newline is a write the crash cut short.
 void read_log(const directory& dir, directory_contents& contents) {
   const std::string path = dir.path_of(log_name);
-  std::string text;
-  if (!read_own_file(dir, log_name, text)) return;
+  std::string file_text;
+  if (!read_own_file(dir, log_name, file_text)) return;
   std::size_t number = 0;
   std::size_t start = 0;
-  while (start < text.size()) {
+  while (start < file_text.size()) {
     ++number;
-    const std::size_t end = text.find('\n', start);
+    const std::size_t end = file_text.find('\n', start);
     if (end == std::string::npos) break; // no newline: torn
-    const std::string line = text.substr(start, end - start);
+    const std::string line = file_text.substr(start, end - start);
     start = end + 1;
     try {
       if (line.size() < 18 || line[16] != ' ') throw std::invalid_argument("not a journal line");
