@@ -392,5 +392,24 @@ TEST_F(RouterFiles, ASmallStatedirFilesystemDoesNotWedgeTheRouter) {
   EXPECT_EQ(pool.stop_router(), 0);
 }
 
+// The same with jobs put together, so that up to max_jobs of them are in
+// flight at once and are taken together.
+TEST_F(RouterFiles, ASmallStatedirFilesystemServesABurstOfJobs) {
+  test_pool pool(server);
+  small_filesystem disk(pool.statedir(), 64 * 1024);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  pool.start_router();
+  const std::string filler(2500, 'x');
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 40; ++i)
+    ids.push_back(pool.put_job(body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", filler}, {"n", i}}}}));
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const auto replies = pool.wait_final_reply(ids[i], 60s);
+    ASSERT_FALSE(replies.empty()) << "job " << i << " got no reply\n" << pool.log_text();
+    EXPECT_EQ(replies.back()["ErrCode"], 0) << replies.back().dump();
+  }
+  EXPECT_EQ(pool.stop_router(), 0);
+}
+
 } // namespace
 } // namespace bs_router::testing
