@@ -2,6 +2,7 @@
 
 #include "bs_router/beanstalk_protocol.hpp"
 #include "bs_router/job.hpp"
+#include "bs_router/safe_files.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -346,8 +347,20 @@ namespace {
 std::string read_config_file(const std::string& path) {
   auto cannot_read = [&path](int error) { return config_error(path + ": cannot read: " + std::strerror(error)); };
 
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO must be refused, not waited on for a writer.
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) throw cannot_read(errno);
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) {
+    const int error = errno;
+    ::close(fd);
+    throw cannot_read(error);
+  }
+  if (!S_ISREG(status.st_mode)) {
+    ::close(fd);
+    if (S_ISDIR(status.st_mode)) throw cannot_read(EISDIR);
+    throw config_error(path + ": cannot read: " + file_type_name(status.st_mode) + ", not a regular file");
+  }
   std::string text;
   char buffer[8192];
   for (;;) {

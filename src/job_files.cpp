@@ -1,6 +1,7 @@
 #include "bs_router/job_files.hpp"
 
 #include "bs_router/escape.hpp"
+#include "bs_router/safe_files.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -27,21 +28,6 @@ constexpr std::string_view job_file_suffixes[] = {".cmd", ".out", ".err"};
 
 [[noreturn]] void throw_errno(int error, const std::string& what) {
   throw std::system_error(error, std::generic_category(), what);
-}
-
-// mkdir -p: creates each missing component; existing ones are left as they are.
-void make_directories(const std::string& path) {
-  std::string::size_type next = 0;
-  while (next != std::string::npos) {
-    next = path.find('/', next + 1);
-    std::string prefix = path.substr(0, next);
-    if (prefix.empty() || prefix == "/") continue;
-    if (::mkdir(prefix.c_str(), job_dir_mode) == 0) continue;
-    int error = errno;
-    struct stat status {};
-    if (error == EEXIST && ::stat(prefix.c_str(), &status) == 0 && S_ISDIR(status.st_mode)) continue;
-    throw_errno(error == EEXIST ? ENOTDIR : error, "cannot create directory " + prefix);
-  }
 }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -92,11 +78,11 @@ void write_all(int fd, std::string_view data, const std::string& path) {
 std::string escaped_line(const std::string& element) { return escape_bytes(element) + '\n'; }
 
 // Read and write: the router reads back what the child wrote through the
-// same descriptor.
-int create_job_file(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, job_file_mode);
-  if (fd < 0) throw_errno(errno, "cannot open " + path);
-  return fd;
+// same descriptor. Created anew in the directory held open: a file of that
+// name (an earlier job's of a reused id, or anything planted) is unlinked,
+// never written through.
+int create_job_file(const directory& dir, const std::string& name) {
+  return create_new_file(dir, name, O_RDWR, job_file_mode);
 }
 
 } // namespace
@@ -106,7 +92,7 @@ job_files::job_files(std::string logdir, int max_age_days, int max_files)
   if (logdir_.empty()) throw std::invalid_argument("job_files: empty logdir");
   if (max_age_days_ < 0 || max_files_ < 0) throw std::invalid_argument("job_files: negative limit");
   while (logdir_.size() > 1 && logdir_.back() == '/') logdir_.pop_back();
-  make_directories(logdir_);
+  dir_ = open_private_directory(logdir_, job_dir_mode);
 }
 
 std::string job_files::cmd_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".cmd"; }
@@ -119,7 +105,7 @@ void job_files::write_command(std::uint64_t job_id, const std::vector<std::strin
 
   // Written in place: one small write, read by people after the job has run.
   const std::string path = cmd_path(job_id);
-  int fd = create_job_file(path);
+  int fd = create_job_file(dir_, std::to_string(job_id) + ".cmd");
   try {
     write_all(fd, text, path);
   } catch (...) {
@@ -129,8 +115,8 @@ void job_files::write_command(std::uint64_t job_id, const std::vector<std::strin
   if (::close(fd) != 0) throw_errno(errno, "cannot write " + path);
 }
 
-int job_files::open_out(std::uint64_t job_id) const { return create_job_file(out_path(job_id)); }
-int job_files::open_err(std::uint64_t job_id) const { return create_job_file(err_path(job_id)); }
+int job_files::open_out(std::uint64_t job_id) const { return create_job_file(dir_, std::to_string(job_id) + ".out"); }
+int job_files::open_err(std::uint64_t job_id) const { return create_job_file(dir_, std::to_string(job_id) + ".err"); }
 
 std::string job_files::read_head(int fd, const std::string& name, std::size_t max_bytes, std::uint64_t* total) {
   struct stat status {};

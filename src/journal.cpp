@@ -1,9 +1,12 @@
 #include "bs_router/journal.hpp"
 
+#include "bs_router/safe_files.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <system_error>
 #include <unistd.h>
 #include <dirent.h>
@@ -11,9 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +28,10 @@ using nlohmann::json;
 [[noreturn]] void throw_errno(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
 }
+
+// The journal is the router's alone: owner only.
+constexpr mode_t journal_file_mode = 0600;
+constexpr mode_t journal_dir_mode = 0700;
 
 
 const char* state_names[] = {"accepted", "running", "finished"};
@@ -81,6 +86,9 @@ bool parse_job_file_name(const std::string& name, std::uint64_t* id) {
 constexpr const char* log_name = "jobs.journal";
 // The log is rewritten with only the live entries once it has grown this much.
 constexpr std::uint64_t rewrite_after_bytes = 4 * 1024 * 1024;
+// The free space of the journal's filesystem is looked at again after at
+// most this much growth (sooner when it is short).
+constexpr std::uint64_t room_check_bytes = 64 * 1024;
 
 std::uint64_t checksum(std::string_view text) {
   std::uint64_t h = 14695981039346656037ull; // FNV-1a, 64 bits
@@ -138,14 +146,25 @@ void write_all(int fd, const std::string& data, std::uint64_t offset, const std:
   }
 }
 
-void sync_directory(const std::string& dir) {
-  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_CLOEXEC);
-  if (dir_fd < 0) throw_errno("open " + dir);
-  const int result = ::fsync(dir_fd);
-  const int saved = errno;
-  ::close(dir_fd);
-  errno = saved;
-  if (result != 0) throw_errno("fsync " + dir);
+// Reads a whole file of the journal's directory; false when it is missing.
+bool read_own_file(const directory& dir, const std::string& name, std::string& text) {
+  const int fd = open_own_file_for_reading(dir, name);
+  if (fd < 0) return false;
+  char chunk[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int error = errno;
+      ::close(fd);
+      errno = error;
+      throw_errno("read " + dir.path_of(name));
+    }
+    if (n == 0) break;
+    text.append(chunk, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return true;
 }
 
 // What a journal directory holds.
@@ -160,14 +179,18 @@ struct directory_contents {
 
 // Applies the log's lines in order: the last state of a job wins, a removal
 // forgets it. A last line without its newline is a write the crash cut short.
-void read_log(const std::string& path, directory_contents& contents) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return;
-  std::string line;
+void read_log(const directory& dir, directory_contents& contents) {
+  const std::string path = dir.path_of(log_name);
+  std::string file_text;
+  if (!read_own_file(dir, log_name, file_text)) return;
   std::size_t number = 0;
-  while (std::getline(in, line)) {
+  std::size_t start = 0;
+  while (start < file_text.size()) {
     ++number;
-    if (in.eof()) break; // no newline: torn
+    const std::size_t end = file_text.find('\n', start);
+    if (end == std::string::npos) break; // no newline: torn
+    const std::string line = file_text.substr(start, end - start);
+    start = end + 1;
     try {
       if (line.size() < 18 || line[16] != ' ') throw std::invalid_argument("not a journal line");
       const std::string_view text = std::string_view(line).substr(17);
@@ -188,11 +211,19 @@ void read_log(const std::string& path, directory_contents& contents) {
   }
 }
 
-directory_contents read_directory(const std::string& dir) {
+directory_contents read_directory(const directory& dir) {
   directory_contents contents;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d && errno == ENOENT) return contents; // no router has run here yet
-  if (!d) throw_errno("opendir " + dir);
+  if (!dir.is_open()) return contents; // no router has run here yet
+  // A descriptor of its own: readdir moves the offset it shares with dups.
+  const int list_fd = ::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (list_fd < 0) throw_errno("open " + dir.path());
+  DIR* d = ::fdopendir(list_fd);
+  if (!d) {
+    const int error = errno;
+    ::close(list_fd);
+    errno = error;
+    throw_errno("opendir " + dir.path());
+  }
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
   ::closedir(d);
@@ -200,48 +231,38 @@ directory_contents read_directory(const std::string& dir) {
 
   // Entries of the older one-file-per-job layout come first: the log is newer.
   for (const std::string& name : names) {
-    const std::string path = dir + "/" + name;
+    const std::string path = dir.path_of(name);
     if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
-      contents.leftovers.push_back(path);
+      contents.leftovers.push_back(name);
       continue;
     }
     std::uint64_t id = 0;
     if (!parse_job_file_name(name, &id)) continue;
     try {
-      std::ifstream in(path);
-      journal_entry entry = entry_from_json(json::parse(in));
+      std::string text;
+      if (!read_own_file(dir, name, text)) continue;
+      journal_entry entry = entry_from_json(json::parse(text));
       if (entry.job_id != id) throw std::invalid_argument("job_id does not match the file name");
       contents.entries[id] = std::move(entry);
-      contents.older_files.push_back(path);
+      contents.older_files.push_back(name);
     } catch (const std::exception& ex) {
-      contents.unreadable_files.emplace_back(path, id);
+      contents.unreadable_files.emplace_back(name, id);
       contents.problems.push_back(path + ": unreadable (" + ex.what() + ")");
     }
   }
-  read_log(dir + "/" + log_name, contents);
+  read_log(dir, contents);
   return contents;
 }
 
 } // namespace
 
-void make_private_directories(const std::string& dir) {
-  std::string partial;
-  std::stringstream parts(dir);
-  std::string part;
-  if (!dir.empty() && dir[0] == '/') partial = "/";
-  while (std::getline(parts, part, '/')) {
-    if (part.empty()) continue;
-    partial += part;
-    if (::mkdir(partial.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("mkdir " + partial);
-    partial += '/';
-  }
-}
+directory open_state_directory(const std::string& dir) { return open_private_directory(dir, journal_dir_mode); }
 
 const char* to_string(journal_state s) { return state_names[static_cast<int>(s)]; }
 
-journal::journal(std::string dir) : dir_(std::move(dir)), log_path_(dir_ + "/" + log_name) {
-  make_private_directories(dir_);
-}
+journal::journal(std::string dir) : journal(open_state_directory(dir)) {}
+
+journal::journal(directory dir) : dir_(std::move(dir)), log_path_(dir_.path_of(log_name)) {}
 
 journal::~journal() {
   if (fd_ < 0) return;
@@ -263,7 +284,7 @@ std::string journal_listing(const std::vector<journal_entry>& entries) {
 }
 
 std::vector<journal_entry> journal::inspect(const std::string& dir) {
-  directory_contents contents = read_directory(dir);
+  directory_contents contents = read_directory(open_existing_private_directory(dir));
   std::vector<journal_entry> entries;
   for (auto& [id, entry] : contents.entries) entries.push_back(std::move(entry));
   return entries;
@@ -277,16 +298,16 @@ std::vector<journal_entry> journal::load(std::vector<std::string>* problems) {
   directory_contents contents = read_directory(dir_);
   if (problems) problems->insert(problems->end(), contents.problems.begin(), contents.problems.end());
 
-  for (const auto& [path, id] : contents.unreadable_files) {
-    const std::string aside = dir_ + "/" + std::to_string(id) + ".corrupt";
-    ::rename(path.c_str(), aside.c_str());
-    if (problems) problems->push_back(path + " moved to " + aside);
+  for (const auto& [name, id] : contents.unreadable_files) {
+    const std::string aside = std::to_string(id) + ".corrupt";
+    ::renameat(dir_.fd(), name.c_str(), dir_.fd(), aside.c_str());
+    if (problems) problems->push_back(dir_.path_of(name) + " moved to " + dir_.path_of(aside));
   }
   if (contents.log_damaged) {
     // Kept for whoever wants to look; the rewrite below replaces the log.
-    const std::string aside = log_path() + ".corrupt-" + std::to_string(std::time(nullptr));
-    if (::link(log_path().c_str(), aside.c_str()) == 0 && problems)
-      problems->push_back(log_path() + " as it was is kept as " + aside);
+    const std::string aside = std::string(log_name) + ".corrupt-" + std::to_string(std::time(nullptr));
+    if (::linkat(dir_.fd(), log_name, dir_.fd(), aside.c_str(), 0) == 0 && problems)
+      problems->push_back(log_path() + " as it was is kept as " + dir_.path_of(aside));
   }
 
   live_.clear();
@@ -296,8 +317,8 @@ std::vector<journal_entry> journal::load(std::vector<std::string>* problems) {
     entries.push_back(std::move(entry));
   }
   rewrite();
-  for (const std::string& path : contents.older_files) ::unlink(path.c_str());
-  for (const std::string& path : contents.leftovers) ::unlink(path.c_str());
+  for (const std::string& name : contents.older_files) ::unlinkat(dir_.fd(), name.c_str(), 0);
+  for (const std::string& name : contents.leftovers) ::unlinkat(dir_.fd(), name.c_str(), 0);
   return entries;
 }
 
@@ -306,10 +327,11 @@ void journal::open_for_append() {
 }
 
 void journal::rewrite() {
-  const std::string path = log_path();
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw_errno("open " + tmp);
+  const std::string tmp_name = std::string(log_name) + ".tmp";
+  const std::string tmp = dir_.path_of(tmp_name);
+  // Created anew: a jobs.journal.tmp already there is unlinked, never
+  // written through.
+  int fd = create_new_file(dir_, tmp_name, O_WRONLY, journal_file_mode);
   std::uint64_t size = 0;
   try {
     std::string text;
@@ -317,24 +339,26 @@ void journal::rewrite() {
     write_all(fd, text, 0, tmp);
     size = text.size();
     if (::fsync(fd) != 0) throw_errno("fsync " + tmp);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw_errno("rename " + tmp);
+    if (::renameat(dir_.fd(), tmp_name.c_str(), dir_.fd(), log_name) != 0) throw_errno("rename " + tmp);
     // The rename itself must reach the disk too, or a power cut could bring
     // back the older log.
-    sync_directory(dir_);
+    if (::fsync(dir_.fd()) != 0) throw_errno("fsync " + dir_.path());
   } catch (...) {
     ::close(fd);
+    // A partial copy would only take room from the log it was to replace.
+    ::unlinkat(dir_.fd(), tmp_name.c_str(), 0);
     throw;
   }
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;
   size_ = size;
   rewritten_size_ = size;
+  next_room_check_ = 0;
   synced_ = appended_;
   needs_rewrite_ = false;
 }
 
-void journal::append(std::uint64_t job_id, const std::string& line, bool removal) {
-  open_for_append();
+void journal::write_line(const std::string& line) {
   try {
     write_all(fd_, line, size_, log_path());
   } catch (...) {
@@ -343,6 +367,63 @@ void journal::append(std::uint64_t job_id, const std::string& line, bool removal
     if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
     }
     throw;
+  }
+}
+
+// A compaction writes the live entries into a new file beside the old one,
+// so it needs that much room: once the filesystem is full it can no longer
+// be done. Before an append would leave too little room, the file is
+// compacted while it still can be.
+void journal::keep_room_to_compact(std::uint64_t bytes) {
+  if (size_ + bytes < next_room_check_) return;
+  std::uint64_t live = 0;
+  for (const auto& [id, line] : live_) live += line.size();
+  struct statvfs disk {};
+  if (::fstatvfs(fd_, &disk) != 0) {
+    next_room_check_ = size_ + bytes + room_check_bytes;
+    return;
+  }
+  const std::uint64_t block = disk.f_frsize ? disk.f_frsize : 512;
+  auto rounded = [block](std::uint64_t n) { return (n + block - 1) / block * block; };
+  const std::uint64_t free = static_cast<std::uint64_t>(disk.f_bavail) * block;
+  // The blocks this append takes, then a new file of the live entries and
+  // this line, and a block for the new file's own bookkeeping.
+  const std::uint64_t needed = rounded(size_ + bytes) - rounded(size_) + rounded(live + bytes) + block;
+  if (free >= needed) {
+    next_room_check_ = size_ + bytes + std::min((free - needed) / 2, room_check_bytes);
+    return;
+  }
+  next_room_check_ = 0; // short of room: look at every append
+  if (size_ <= live) return; // nothing a compaction could free
+  try {
+    rewrite();
+  } catch (const std::system_error&) {
+    // The append tells whether there is room all the same.
+  }
+}
+
+void journal::append(std::uint64_t job_id, const std::string& line, bool removal) {
+  open_for_append();
+  keep_room_to_compact(line.size());
+  try {
+    write_line(line);
+  } catch (const std::system_error&) {
+    // Most of the file is lines of jobs long gone: on a full disk (ENOSPC,
+    // a quota) compacting it to the live entries makes the room, so the
+    // router recovers by itself once those fit. A removal is done by the
+    // compaction itself (the entry is left out); a new state is written
+    // once more after it. If that fails too, the error stands.
+    if (removal) {
+      // Forgotten even if the compaction fails: a removal need not be
+      // durable, and an entry the file keeps until a crash is dropped at the
+      // next start, its job being gone from the broker.
+      live_.erase(job_id);
+      ++appended_;
+      rewrite();
+      return;
+    }
+    rewrite();
+    write_line(line);
   }
   size_ += line.size();
   ++appended_;

@@ -1,9 +1,17 @@
 #include "bs_router/logging.hpp"
 
+#include "bs_router/safe_files.hpp"
+
+#include <cerrno>
 #include <mutex>
+#include <string_view>
+#include <system_error>
 #include <vector>
 
-#include <spdlog/details/file_helper.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/base_sink.h>
 
@@ -11,34 +19,116 @@ namespace bs_router {
 
 namespace {
 
-// spdlog's basic_file_sink cannot reopen its file; this one can.
+constexpr mode_t log_file_mode = 0640;
+constexpr mode_t log_dir_mode = 0750;
+
+// Names that stand for a descriptor the router already has, or for nothing:
+// opened as they are, not as files (on Linux /dev/stdout is a link).
+int standard_descriptor(const std::string& path) {
+  if (path == "/dev/stdout") return STDOUT_FILENO;
+  if (path == "/dev/stderr") return STDERR_FILENO;
+  return -1;
+}
+
+bool is_dev_null(const std::string& path) { return path == "/dev/null"; }
+
+void split_path(const std::string& path, std::string& dir, std::string& name) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    dir = ".";
+    name = path;
+  } else {
+    dir = slash == 0 ? "/" : path.substr(0, slash);
+    name = path.substr(slash + 1);
+  }
+  if (name.empty() || name == "." || name == "..")
+    throw unsafe_path_error(path + ": not the name of a file");
+}
+
+int open_log(const std::string& path) {
+  if (int standard = standard_descriptor(path); standard >= 0) {
+    const int fd = ::fcntl(standard, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot duplicate " + path);
+    return fd;
+  }
+  if (is_dev_null(path)) {
+    const int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot open " + path);
+    return fd;
+  }
+  std::string dir_path, name;
+  split_path(path, dir_path, name);
+  const directory dir = open_directory(dir_path, log_dir_mode);
+  return open_own_file(dir, name, O_WRONLY | O_APPEND, log_file_mode);
+}
+
+// spdlog's basic_file_sink opens its file by path and cannot reopen it; this
+// one writes to a descriptor opened as above, and can.
 class reopenable_file_sink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
-  explicit reopenable_file_sink(const std::string& path) { file_.open(path, false); }
+  explicit reopenable_file_sink(const std::string& path) : path_(path), fd_(open_log(path)) {}
+  ~reopenable_file_sink() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
 
-  void reopen() {
+  // Returns what went wrong, or an empty string.
+  std::string reopen() {
     std::lock_guard<std::mutex> lock(mutex_);
-    file_.reopen(false);
+    if (standard_descriptor(path_) >= 0) return {}; // nothing to reopen
+    try {
+      const int fd = open_log(path_);
+      ::close(fd_);
+      fd_ = fd;
+      return {};
+    } catch (const std::exception& ex) {
+      return ex.what();
+    }
   }
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     spdlog::memory_buf_t formatted;
     formatter_->format(msg, formatted);
-    file_.write(formatted);
-    // Few lines (two per job): flushing each keeps `tail -f` and crashes honest.
-    file_.flush();
+    // Unbuffered: few lines (two per job), and each is in the file at once,
+    // which keeps `tail -f` and crashes honest.
+    std::string_view rest(formatted.data(), formatted.size());
+    while (!rest.empty()) {
+      const ssize_t n = ::write(fd_, rest.data(), rest.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw spdlog::spdlog_ex("cannot write " + path_, errno);
+      }
+      rest.remove_prefix(static_cast<std::size_t>(n));
+    }
   }
-  void flush_() override { file_.flush(); }
+  void flush_() override {}
 
  private:
-  spdlog::details::file_helper file_;
+  std::string path_;
+  int fd_ = -1;
 };
 
 std::mutex registry_mutex;
 std::vector<std::weak_ptr<reopenable_file_sink>> registry;
 
 } // namespace
+
+void check_log_file(const std::string& path) {
+  if (standard_descriptor(path) >= 0 || is_dev_null(path)) return;
+  std::string dir, name;
+  split_path(path, dir, name);
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0) return; // created at start
+  if (!S_ISREG(status.st_mode))
+    throw unsafe_path_error(path + ": " + file_type_name(status.st_mode) +
+                            ", not a regular file (only /dev/stdout, /dev/stderr and /dev/null are allowed besides)");
+  if (status.st_uid != ::geteuid())
+    throw unsafe_path_error(path + ": owned by uid " + std::to_string(status.st_uid) + ", not by the router's uid " +
+                            std::to_string(::geteuid()));
+  if (status.st_nlink != 1)
+    throw unsafe_path_error(path + ": has " + std::to_string(status.st_nlink) +
+                            " hard links; the router writes only a file with one");
+}
 
 std::shared_ptr<spdlog::logger> make_file_logger(const std::string& name, const std::string& path) {
   auto sink = std::make_shared<reopenable_file_sink>(path);
@@ -52,16 +142,18 @@ std::shared_ptr<spdlog::logger> make_file_logger(const std::string& name, const 
   return logger;
 }
 
-void reopen_log_files() {
+std::vector<std::string> reopen_log_files() {
+  std::vector<std::string> problems;
   std::lock_guard<std::mutex> lock(registry_mutex);
   for (auto it = registry.begin(); it != registry.end();) {
     if (auto sink = it->lock()) {
-      sink->reopen();
+      if (std::string problem = sink->reopen(); !problem.empty()) problems.push_back(std::move(problem));
       ++it;
     } else {
       it = registry.erase(it);
     }
   }
+  return problems;
 }
 
 } // namespace bs_router

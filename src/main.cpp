@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include <sys/stat.h>
+
 #include "bs_router/command_line.hpp"
 #include "bs_router/config.hpp"
 #include "bs_router/escape.hpp"
@@ -15,6 +17,7 @@
 #include "bs_router/logging.hpp"
 #include "bs_router/pool_lock.hpp"
 #include "bs_router/router.hpp"
+#include "bs_router/safe_files.hpp"
 
 namespace {
 constexpr int exit_config = 78; // EX_CONFIG of sysexits(3)
@@ -22,6 +25,11 @@ constexpr int exit_failure = 1;
 } // namespace
 
 int main(int argc, char** argv) {
+  // Nothing the router creates is writable by group or others, whatever mask
+  // it was started with. Not stricter: cbsd inherits it, and CBSD expects
+  // the usual 022 for what it creates in jails.
+  ::umask(::umask(0) | 022);
+
   auto parsed = bs_router::parse_router_command_line(argc, argv);
   if (!parsed.options) {
     (parsed.output_is_error ? std::cerr : std::cout) << parsed.output;
@@ -37,8 +45,23 @@ int main(int argc, char** argv) {
     std::cerr << "bs_router: " << ex.what() << "\n";
     return exit_config;
   }
+  try {
+    bs_router::check_log_file(cfg.logfile);
+  } catch (const std::exception& ex) {
+    std::cerr << "bs_router: " << cfg.source << ": logfile: " << ex.what() << "\n";
+    return exit_config;
+  }
   for (const std::string& w : cfg.warnings) std::cerr << "bs_router: warning: " << w << "\n";
   if (options.check_only) {
+    // What a start would refuse, said before daemon(8) restarts it in a
+    // loop; nothing is created.
+    try {
+      bs_router::open_existing_private_directory(cfg.statedir);
+      bs_router::open_existing_private_directory(cfg.beanstalkd.logdir);
+    } catch (const std::exception& ex) {
+      std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
+      return exit_failure;
+    }
     std::cout << options.config_path << ": ok\n";
     return 0;
   }
@@ -55,9 +78,15 @@ int main(int argc, char** argv) {
 
   // Before the log is opened: a second router must not write into the
   // first one's log, only say who serves the pool.
+  // The statedir is opened once, checked on its descriptor, and every file
+  // in it is opened relative to that: its path may sit in a directory that
+  // CBSD's own user can write in (<cbsdenv>/.bs_router), and what is renamed
+  // or planted there afterwards is never followed.
+  bs_router::directory statedir;
   std::unique_ptr<bs_router::pool_lock> lock;
   try {
-    lock = std::make_unique<bs_router::pool_lock>(cfg.statedir);
+    statedir = bs_router::open_state_directory(cfg.statedir);
+    lock = std::make_unique<bs_router::pool_lock>(statedir);
   } catch (const std::exception& ex) {
     std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
     return exit_failure;
@@ -77,7 +106,7 @@ int main(int argc, char** argv) {
 
   boost::asio::io_context io(1);
   try {
-    bs_router::router router(io, cfg, log);
+    bs_router::router router(io, cfg, log, std::move(statedir));
     boost::asio::signal_set stop_signals(io, SIGTERM, SIGINT);
     boost::asio::signal_set hup(io, SIGHUP);
     std::function<void(boost::system::error_code, int)> on_stop = [&](boost::system::error_code ec, int sig) {
@@ -88,8 +117,10 @@ int main(int argc, char** argv) {
     };
     std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec, int) {
       if (ec) return;
-      bs_router::reopen_log_files();
-      log->info("SIGHUP: log file reopened");
+      const std::vector<std::string> problems = bs_router::reopen_log_files();
+      if (problems.empty()) log->info("SIGHUP: log file reopened");
+      for (const std::string& problem : problems)
+        log->error("SIGHUP: log file not reopened: {}; still writing to the file opened before", problem);
       hup.async_wait(on_hup);
     };
     stop_signals.async_wait(on_stop);

@@ -1,6 +1,5 @@
 #include "bs_router/pool_lock.hpp"
 
-#include "bs_router/journal.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -13,14 +12,15 @@
 
 namespace bs_router {
 
-pool_lock::pool_lock(const std::string& dir) : path_(dir + "/lock") {
+pool_lock::pool_lock(const directory& statedir) : path_(statedir.path_of("lock")) {
+  // Opened, never created anew: two routers must lock the same file. So a
+  // lock that is not a plain file of ours is refused rather than replaced
+  // (unlinking it could let two routers each lock a file of their own).
   try {
-    make_private_directories(dir); // the journal's directory: same mode whoever comes first
+    fd_ = open_own_file(statedir, "lock", O_RDWR, 0600);
   } catch (const std::system_error& ex) {
     throw std::runtime_error(ex.what());
   }
-  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) throw std::runtime_error(path_ + ": " + std::strerror(errno));
 
   // fcntl record locks are POSIX (flock is not) and belong to the process.
   struct flock whole {};

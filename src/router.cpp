@@ -125,12 +125,12 @@ std::vector<std::string> cbsd_environment(const config& cfg) {
   return env;
 }
 
-router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger> log)
+router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger> log, directory statedir)
     : io_(io),
       cfg_(std::move(cfg)),
       log_(std::move(log)),
       files_(cfg_.beanstalkd.logdir, cfg_.joblog_max_age_days, cfg_.joblog_max_files),
-      journal_(cfg_.statedir),
+      journal_(std::move(statedir)),
       runner_(io),
       worker_(io.get_executor()),
       publisher_(io.get_executor()),

@@ -1,4 +1,5 @@
 #include "bs_router/job_files.hpp"
+#include "bs_router/safe_files.hpp"
 
 #include <gtest/gtest.h>
 
@@ -365,5 +366,80 @@ TEST(DescribeArgv, ControlBytesStayOnOneLine) {
 }
 
 TEST(DescribeArgv, Empty) { EXPECT_EQ(describe_argv({}), ""); }
+
+// What root writes for a job goes into files it created itself: a link
+// planted under a job's name (to a file root must not touch), a hard link,
+// or another user's file left readable by all, is unlinked and replaced.
+TEST(JobFiles, PlantedLinksAndOtherUsersFilesAreReplacedNotWrittenThrough) {
+  temporary_directory dir;
+  const std::string logdir = dir.path() + "/logdir";
+  job_files files(logdir, 0, 0);
+  const std::string passwd = dir.path() + "/passwd";
+  const std::string shadow = dir.path() + "/shadow";
+  write_file(passwd, "root:x:0:0\n");
+  write_file(shadow, "root:secret\n");
+  ASSERT_EQ(::symlink(passwd.c_str(), files.cmd_path(5).c_str()), 0);
+  ASSERT_EQ(::symlink(passwd.c_str(), files.out_path(5).c_str()), 0);
+  ASSERT_EQ(::link(shadow.c_str(), files.out_path(6).c_str()), 0);
+  write_file(files.err_path(5), "");
+  ASSERT_EQ(::chown(files.err_path(5).c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::chmod(files.err_path(5).c_str(), 0666), 0);
+  const int err_seen_by_its_owner = ::open(files.err_path(5).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(err_seen_by_its_owner, 0);
+
+  files.write_command(5, {"cbsd", "jcreate", "pw=secret"});
+  const int out = files.open_out(5);
+  const int err = files.open_err(5);
+  const int hard = files.open_out(6);
+  ASSERT_EQ(::write(out, "output\n", 7), 7);
+  ASSERT_EQ(::write(err, "error\n", 6), 6);
+  ASSERT_EQ(::write(hard, "more\n", 5), 5);
+  ::close(out);
+  ::close(err);
+  ::close(hard);
+
+  EXPECT_EQ(read_file(passwd), "root:x:0:0\n");
+  EXPECT_EQ(read_file(shadow), "root:secret\n");
+  EXPECT_EQ(read_file(files.cmd_path(5)), "cbsd\njcreate\npw=secret\n");
+  EXPECT_EQ(read_file(files.out_path(5)), "output\n");
+  EXPECT_EQ(read_file(files.out_path(6)), "more\n");
+  for (const std::string& path : {files.cmd_path(5), files.out_path(5), files.err_path(5), files.out_path(6)}) {
+    struct stat status {};
+    ASSERT_EQ(::lstat(path.c_str(), &status), 0) << path;
+    EXPECT_TRUE(S_ISREG(status.st_mode)) << path;
+    EXPECT_EQ(status.st_uid, ::geteuid()) << path;
+    EXPECT_EQ(status.st_nlink, 1u) << path;
+    EXPECT_EQ(status.st_mode & 0777, 0640u) << path;
+  }
+  // Whoever had the old file open sees nothing of this job.
+  char byte;
+  EXPECT_EQ(::read(err_seen_by_its_owner, &byte, 1), 0);
+  ::close(err_seen_by_its_owner);
+}
+
+TEST(JobFiles, ALogdirOfAnotherUserOrWritableByOthersIsRefused) {
+  temporary_directory dir;
+  const std::string logdir = dir.path() + "/logdir";
+  ASSERT_EQ(::mkdir(logdir.c_str(), 0750), 0);
+  ASSERT_EQ(::chmod(logdir.c_str(), 0757), 0);
+  try {
+    job_files files(logdir, 0, 0);
+    FAIL() << "no error";
+  } catch (const bs_router::unsafe_path_error& error) {
+    EXPECT_EQ(std::string(error.what()).rfind(logdir + ": writable by others (mode 0757)", 0), 0u) << error.what();
+  }
+  ASSERT_EQ(::chmod(logdir.c_str(), 0750), 0);
+  ASSERT_EQ(::chown(logdir.c_str(), 65534, 65534), 0);
+  try {
+    job_files files(logdir, 0, 0);
+    FAIL() << "no error";
+  } catch (const bs_router::unsafe_path_error& error) {
+    EXPECT_EQ(std::string(error.what()).rfind(logdir + ": owned by uid 65534", 0), 0u) << error.what();
+  }
+  ASSERT_EQ(::chown(logdir.c_str(), 0, 0), 0);
+  const std::string link = dir.path() + "/link";
+  ASSERT_EQ(::symlink(logdir.c_str(), link.c_str()), 0);
+  EXPECT_THROW(job_files(link, 0, 0), bs_router::unsafe_path_error);
+}
 
 } // namespace

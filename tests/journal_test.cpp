@@ -1,9 +1,16 @@
 #include "bs_router/journal.hpp"
+#include "bs_router/safe_files.hpp"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "support/small_filesystem.hpp"
 
 namespace bs_router {
 namespace {
@@ -238,6 +245,126 @@ TEST_F(JournalTest, FinishedWithoutResultIsCorrupt) {
   std::vector<std::string> problems;
   EXPECT_TRUE(j.load(&problems).empty());
   EXPECT_FALSE(problems.empty());
+}
+
+std::string contents_of(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Root writes the journal through no link it did not make: a
+// jobs.journal.tmp left there (by an earlier life, or planted while the
+// statedir was open to others) is replaced, its target left alone.
+TEST_F(JournalTest, APlantedTemporaryIsReplacedNotWrittenThrough) {
+  fs::create_directories(dir);
+  const fs::path target = dir.parent_path() / "passwd";
+  std::ofstream(target) << "root:x:0:0\n";
+  fs::create_symlink(target, dir / "jobs.journal.tmp");
+  {
+    journal j(dir.string());
+    j.load();
+    j.save(entry(3, journal_state::running, "secret body"));
+    j.sync();
+  }
+  EXPECT_EQ(contents_of(target), "root:x:0:0\n");
+  EXPECT_FALSE(fs::is_symlink(dir / "jobs.journal"));
+  ASSERT_EQ(journal::inspect(dir.string()).size(), 1u);
+  struct stat status {};
+  ASSERT_EQ(::stat((dir / "jobs.journal").c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 0777, 0600u);
+}
+
+// A journal that is a link, or not the router's own file, is not read as one.
+TEST_F(JournalTest, AJournalThatIsALinkIsRefused) {
+  fs::create_directories(dir);
+  const fs::path target = dir.parent_path() / "elsewhere";
+  std::ofstream(target) << "";
+  fs::create_symlink(target, dir / "jobs.journal");
+  journal j(dir.string());
+  try {
+    j.load();
+    FAIL() << "no error";
+  } catch (const unsafe_path_error& error) {
+    EXPECT_NE(std::string(error.what()).find((dir / "jobs.journal").string() + ": a symbolic link"), std::string::npos)
+        << error.what();
+  }
+}
+
+// The statedir holds job bodies and decides what runs: only a directory of
+// the router's user that nobody else can write in.
+TEST_F(JournalTest, AStatedirOthersCanWriteInIsRefused) {
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0770);
+  try {
+    journal j(dir.string());
+    FAIL() << "no error";
+  } catch (const unsafe_path_error& error) {
+    EXPECT_EQ(std::string(error.what()).rfind(dir.string() + ": writable by its group (mode 0770)", 0), 0u)
+        << error.what();
+  }
+  ::chmod(dir.c_str(), 0700);
+  ASSERT_EQ(::chown(dir.c_str(), 65534, 65534), 0);
+  EXPECT_THROW(journal j(dir.string()), unsafe_path_error);
+}
+
+// A statedir on a filesystem of 64 KiB fills after a few dozen jobs when the
+// file is compacted only past its size bound; a failed append compacts it
+// to the live entries and writes once more, so the journal never wedges
+// while what is live fits.
+TEST_F(JournalTest, AFullDiskIsCompactedAndTheAppendTriedAgain) {
+  fs::create_directories(dir);
+  testing::small_filesystem disk(dir, 64 * 1024);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  {
+    journal j(dir.string());
+    j.load();
+    const std::string body(3000, 'x');
+    for (std::uint64_t id = 1; id <= 200; ++id) {
+      journal_entry e = entry(id, journal_state::accepted, body);
+      ASSERT_NO_THROW(j.save(e)) << "job " << id;
+      e.state = journal_state::running;
+      ASSERT_NO_THROW(j.save(e)) << "job " << id;
+      ASSERT_NO_THROW(j.sync()) << "job " << id;
+      ASSERT_NO_THROW(j.remove(id)) << "job " << id;
+    }
+    j.save(entry(201, journal_state::running, body));
+    j.sync();
+  }
+  const auto entries = journal::inspect(dir.string());
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].job_id, 201u);
+}
+
+// Someone else fills the filesystem: the next append finds no room, compacts
+// the file (here to nothing: no job is in flight) and writes again.
+TEST_F(JournalTest, AnAppendThatFindsTheDiskFullCompactsAndWritesAgain) {
+  fs::create_directories(dir);
+  testing::small_filesystem disk(dir, 64 * 1024);
+  if (!disk.mounted()) GTEST_SKIP() << disk.why();
+  {
+    journal j(dir.string());
+    j.load();
+    const std::string body(1000, 'x');
+    for (std::uint64_t id = 1; id <= 12; ++id) {
+      j.save(entry(id, journal_state::running, body));
+      j.remove(id);
+    }
+    j.sync();
+    {
+      std::ofstream filler(dir / "filler", std::ios::binary);
+      const std::string block(4096, 'f');
+      while (filler.write(block.data(), static_cast<std::streamsize>(block.size())) && filler.flush()) {
+      }
+    }
+    // Longer than a page: it cannot fit in what the file's last one has left.
+    ASSERT_NO_THROW(j.save(entry(13, journal_state::running, std::string(5000, 'y'))));
+    ASSERT_NO_THROW(j.sync());
+  }
+  const auto entries = journal::inspect(dir.string());
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].job_id, 13u);
 }
 
 } // namespace

@@ -8,12 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "bs_router/safe_files.hpp"
+
 namespace bs_router {
 
 class job_files {
  public:
-  // Creates logdir (and parents) if needed; throws std::system_error if it
-  // cannot.
+  // Creates logdir (and parents, mode 0750) if needed and holds it open;
+  // throws std::system_error if it cannot, unsafe_path_error if it is not a
+  // directory of the router's user that nobody else can write in.
   job_files(std::string logdir, int max_age_days, int max_files);
 
   std::string cmd_path(std::uint64_t job_id) const;
@@ -24,8 +27,9 @@ class job_files {
   // bytes that are not printable, so that the file shows exactly what ran.
   void write_command(std::uint64_t job_id, const std::vector<std::string>& argv) const;
 
-  // Opens (truncating) <id>.out and <id>.err for the child, for reading and
-  // writing; O_CLOEXEC fds the caller closes. Throws std::system_error.
+  // Creates <id>.out and <id>.err anew (an existing file of that name is
+  // unlinked first) for the child, for reading and writing; O_CLOEXEC fds
+  // the caller closes. Throws std::system_error.
   int open_out(std::uint64_t job_id) const;
   int open_err(std::uint64_t job_id) const;
 
@@ -41,6 +45,7 @@ class job_files {
 
  private:
   std::string logdir_;
+  directory dir_; // logdir, held open: every per-job file is created in it
   int max_age_days_;
   int max_files_;
 };

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bs_router/reply.hpp"
+#include "bs_router/safe_files.hpp"
 
 namespace bs_router {
 
@@ -39,9 +40,14 @@ struct journal_entry {
 
 class journal {
  public:
-  // Creates dir (mode 0700) if needed; throws std::system_error. Opens no
-  // file yet: load() or the first save() does.
+  // Creates dir (mode 0700) if needed and holds it open; throws
+  // std::system_error, or unsafe_path_error when it is not a directory of
+  // the router's user that nobody else can write in. Opens no file yet:
+  // load() or the first save() does.
   explicit journal(std::string dir);
+  // A directory opened already (open_state_directory): every file of the
+  // journal is opened relative to it.
+  explicit journal(directory dir);
   // Syncs what was appended since the last sync (errors are ignored).
   ~journal();
   journal(const journal&) = delete;
@@ -56,12 +62,14 @@ class journal {
   std::vector<journal_entry> load(std::vector<std::string>* problems = nullptr);
 
   // Appends the entry's new state. Durable once sync() has returned; returns
-  // the number to give synced() to learn whether it is. Throws
-  // std::system_error (and then nothing was appended).
+  // the number to give synced() to learn whether it is. A failed write
+  // (a full disk) compacts the file to the live entries and tries once more.
+  // Throws std::system_error (and then nothing was appended).
   std::uint64_t save(const journal_entry& entry);
   // Appends the entry's removal; nothing needs to wait for it to be durable
   // (a removal lost in a crash leaves an entry whose job the broker no longer
-  // has, which the router drops). Throws std::system_error.
+  // has, which the router drops). Throws std::system_error; the entry is
+  // forgotten all the same, and gone from the file at the next compaction.
   void remove(std::uint64_t job_id);
 
   // One fdatasync for everything appended so far (or a rewrite: past the
@@ -75,7 +83,7 @@ class journal {
   std::uint64_t syncs() const { return syncs_; }
   double sync_seconds() const { return sync_seconds_; }
 
-  const std::string& dir() const { return dir_; }
+  const std::string& dir() const { return dir_.path(); }
   const std::string& log_path() const { return log_path_; }
 
   // The entries a journal directory holds, read without changing anything
@@ -84,10 +92,12 @@ class journal {
 
  private:
   void append(std::uint64_t job_id, const std::string& line, bool removal);
+  void write_line(const std::string& line);
+  void keep_room_to_compact(std::uint64_t bytes);
   void open_for_append();
   void rewrite();
 
-  std::string dir_;
+  directory dir_;
   std::string log_path_; // <dir>/jobs.journal
   int fd_ = -1;
   std::uint64_t size_ = 0;          // bytes in the log file
@@ -95,6 +105,7 @@ class journal {
   std::uint64_t appended_ = 0;      // appends so far
   std::uint64_t synced_ = 0;        // appends known durable
   bool needs_rewrite_ = false;      // an fdatasync failed
+  std::uint64_t next_room_check_ = 0; // size_ at which to look at the free space again
   std::uint64_t syncs_ = 0;
   double sync_seconds_ = 0;
   std::map<std::uint64_t, std::string> live_; // job id -> its latest line
@@ -106,8 +117,10 @@ const char* to_string(journal_state s);
 // string>", under a header line.
 std::string journal_listing(const std::vector<journal_entry>& entries);
 
-// Creates dir and its missing parents with mode 0700 (the state of a pool is
-// the router's alone); throws std::system_error.
-void make_private_directories(const std::string& dir);
+// Opens a pool's statedir for journal and pool_lock alike, creating it and
+// its missing parents with mode 0700 (the state of a pool is the router's
+// alone); throws std::system_error or unsafe_path_error (see
+// open_private_directory).
+directory open_state_directory(const std::string& dir);
 
 } // namespace bs_router

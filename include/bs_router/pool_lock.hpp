@@ -5,14 +5,17 @@
 
 #include <string>
 
+#include "bs_router/safe_files.hpp"
+
 namespace bs_router {
 
 class pool_lock {
  public:
-  // Takes the lock or throws std::runtime_error naming the process that holds
-  // it ("... is served by another bs_router, pid 1234 (lock /pool1/.bs_router/lock)").
-  // Creates dir if needed.
-  explicit pool_lock(const std::string& dir);
+  // Takes the lock on "lock" in the statedir held open, or throws
+  // std::runtime_error naming the process that holds it ("... is served by
+  // another bs_router, pid 1234 (lock /pool1/.bs_router/lock)"), or what is
+  // wrong with the lock file (a link, a file of another user: unsafe_path_error).
+  explicit pool_lock(const directory& statedir);
   ~pool_lock();
   pool_lock(const pool_lock&) = delete;
   pool_lock& operator=(const pool_lock&) = delete;

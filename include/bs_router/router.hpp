@@ -54,7 +54,9 @@ std::vector<std::string> cbsd_environment(const config& cfg);
 
 class router {
  public:
-  router(boost::asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger> log);
+  // `statedir`: cfg.statedir, opened once at start (open_state_directory);
+  // the journal's files are opened relative to it.
+  router(boost::asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger> log, directory statedir);
   ~router();
   router(const router&) = delete;
   router& operator=(const router&) = delete;

@@ -255,8 +255,12 @@ test_pool::test_pool(const beanstalkd_server& server, const nlohmann::json& extr
   // unique per pool so tests sharing a broker never see each other's jobs.
   tube_ = "cbsd_" + name().substr(name().find('.') + 1) + "_" + random_suffix();
   std::ofstream(dir_ / "nc.inventory") << "# initialised by test_pool\n";
+  // Private whatever the umask: the router refuses directories that others
+  // can write in.
   std::filesystem::create_directory(logdir());
+  std::filesystem::permissions(logdir(), std::filesystem::perms(0750));
   std::filesystem::create_directory(statedir());
+  std::filesystem::permissions(statedir(), std::filesystem::perms(0700));
   write_config(extra);
 }
 
