@@ -1,7 +1,6 @@
 #include "bs_router/metrics.hpp"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -322,6 +321,7 @@ struct metrics_server::shared_state {
   std::unordered_set<std::shared_ptr<http_connection>> connections;
   std::uint16_t bound_port = 0;
   bool stopped = false;
+  failure_report report;
 };
 
 awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared_state> self) {
@@ -345,7 +345,8 @@ awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared
     }
     auto connection = std::make_shared<http_connection>(std::move(socket));
     connections.insert(connection);
-    asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)), asio::detached);
+    asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)),
+                   report_failure(report, "metrics connection"));
   }
 }
 
@@ -434,6 +435,8 @@ void metrics_server::set_connection_deadline(std::chrono::steady_clock::duration
   state_->connection_deadline = d;
 }
 
+void metrics_server::set_failure_report(failure_report report) { state_->report = std::move(report); }
+
 void metrics_server::start() {
   std::string where = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
   where += ':' + std::to_string(requested_port_);
@@ -465,7 +468,7 @@ void metrics_server::start() {
 
   state_->bound_port = acceptor.local_endpoint().port();
   state_->stopped = false;
-  asio::co_spawn(io_, state_->accept_loop(state_), asio::detached);
+  asio::co_spawn(io_, state_->accept_loop(state_), report_failure(state_->report, "metrics listener"));
 }
 
 std::uint16_t metrics_server::port() const { return state_->bound_port; }
