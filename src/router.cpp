@@ -142,8 +142,10 @@ void router::start(std::function<void()> on_done) {
   };
   asio::co_spawn(io_, worker_loop(), report("worker"));
   asio::co_spawn(io_, publisher_loop(), report("publisher"));
-  spawn_reported(
-      io_.get_executor(),
+  // The function object itself is spawned (co_spawn keeps it alive): the
+  // coroutine of a lambda called in place would outlive its captures.
+  asio::co_spawn(
+      io_,
       [this]() -> awaitable<void> {
         while (!stopping_) {
           try {
@@ -153,8 +155,8 @@ void router::start(std::function<void()> on_done) {
           }
           co_await sleep_on(prune_timer_, prune_interval);
         }
-      }(),
-      log_failure(), "per-job file retention");
+      },
+      report_failure(log_failure(), "per-job file retention"));
 }
 
 // For coroutines that nothing waits for: a failure is logged, never silent.
