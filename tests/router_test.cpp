@@ -10,6 +10,7 @@
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/claiming_proxy.hpp"
 #include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
@@ -308,6 +309,36 @@ TEST(RouterHugeBroker, RepliesStayWithinMaxReplyBytes) {
     EXPECT_EQ(fake_stdout_bytes_text(printed).compare(0, reply["Message"].get<std::string>().size(),
                                                       reply["Message"].get<std::string>()), 0);
     break;
+  }
+}
+
+// A broker may claim any max-job-size: the replies, progress ones included,
+// still fit max_reply_bytes (and its binlog), and progress goes on.
+TEST(RouterHugeBroker, AnyClaimOfMaxJobSizeGivesRepliesWithinMaxReplyBytes) {
+  for (const char* claim : {"18446744073709551615", "-1"}) {
+    SCOPED_TRACE(claim);
+    beanstalkd_server::options opts;
+    opts.max_job_size = 1073741824; // would take what the claim allows
+    beanstalkd_server server(opts);
+    claiming_proxy proxy(server.port(), claim);
+    const std::size_t max_reply_bytes = 65536;
+    test_pool pool(server, json{{"progress", true}, {"max_reply_bytes", max_reply_bytes}, {"beanstalkd", {{"uri", proxy.uri()}}}});
+    pool.start_router();
+    const std::filesystem::path gate = pool.dir() / "gate";
+    const auto id = pool.put_job(body{{"Command", "jls"},
+                                      {"CommandArgs", {{"fake_stdout_bytes", 3000000}, {"fake_wait_for", gate.string()}}}});
+    beanstalk_test_client watcher(server);
+    std::size_t progress = 0;
+    for (;;) {
+      auto raw = watcher.reserve(pool.reply_tube(id), 30s);
+      ASSERT_TRUE(raw.has_value()) << "after " << progress << " progress replies";
+      EXPECT_LE(raw->body.size(), max_reply_bytes);
+      watcher.delete_job(raw->id);
+      if (json::parse(raw->body)["Progress"] == 100) break;
+      if (++progress == 2) std::ofstream(gate) << "go"; // live output goes on past the first
+    }
+    EXPECT_EQ(progress, 2u);
+    EXPECT_EQ(pool.log_text().find("stopped"), std::string::npos) << pool.log_text();
   }
 }
 
