@@ -10,7 +10,6 @@
 #include <chrono>
 #include <ctime>
 #include <set>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "bs_router/lookup.hpp"
