@@ -253,6 +253,10 @@ std::size_t fitting_prefix(std::string_view text, std::size_t max_bytes) {
     // A replaced sequence stands for the bytes it replaced, not for U+FFFD.
     const int length = utf8_sequence_length(text, at);
     const std::size_t source = static_cast<std::size_t>(length > 0 ? length : -length);
+    // A character the end of text cuts short may be completed by what comes
+    // next (live output arrives in chunks): it is not taken.
+    const unsigned char lead = static_cast<unsigned char>(text[at]);
+    if (length < 0 && at + source == text.size() && lead >= 0xC2 && lead <= 0xF4) return false;
     const std::size_t cost = escaped_size(character);
     if (cost > max_bytes - used) return false;
     used += cost;

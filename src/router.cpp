@@ -9,6 +9,7 @@
 #include <array>
 #include <chrono>
 #include <ctime>
+#include <limits>
 #include <set>
 #include <unistd.h>
 
@@ -795,8 +796,12 @@ awaitable<void> router::watch_output(job_ptr job, int fd, std::shared_ptr<bool> 
       const std::size_t room = std::min(chunk.size(), limit - job->live_output.size());
       const ssize_t n = ::pread(fd, chunk.data(), room, static_cast<off_t>(offset));
       if (n <= 0) break;
-      offset += static_cast<std::uint64_t>(n);
-      job->live_output.append(chunk.data(), static_cast<std::size_t>(n));
+      // A character split by the read waits for its rest, read next time.
+      const std::size_t whole = fitting_prefix(std::string_view(chunk.data(), static_cast<std::size_t>(n)),
+                                               std::numeric_limits<std::size_t>::max());
+      if (whole == 0) break;
+      offset += whole;
+      job->live_output.append(chunk.data(), whole);
       added = true;
     }
     if (added && !job->live_queued) {

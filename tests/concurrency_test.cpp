@@ -291,6 +291,30 @@ TEST(Concurrency, LiveOutputReadsTheRunsDescriptorNotItsPath) {
   EXPECT_EQ(rest.back()["Message"], "early output\nlate output\n");
 }
 
+// Live output is read in chunks; a character split by a chunk waits for its
+// rest instead of going out as U+FFFD.
+TEST(Concurrency, ProgressRepliesNeverSplitACharacter) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"progress", true}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  std::string printed;
+  for (int i = 0; i < 19000; ++i) printed += "\u2713"; // three bytes each
+  const auto id = pool.put_job(
+      body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", printed}, {"fake_wait_for", gate.string()}}}});
+  std::string live;
+  while (live.size() < printed.size()) {
+    auto reply = pool.wait_reply(id);
+    ASSERT_TRUE(reply.has_value()) << live.size() << " of " << printed.size();
+    ASSERT_LT((*reply)["Progress"].get<int>(), 100);
+    live += (*reply)["Message"].get<std::string>();
+  }
+  EXPECT_EQ(live.find("\uFFFD"), std::string::npos);
+  EXPECT_EQ(live, printed);
+  open_gate(gate);
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+}
+
 TEST(Concurrency, NoProgressRepliesUnlessAskedFor) {
   beanstalkd_server server;
   test_pool pool(server);

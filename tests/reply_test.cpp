@@ -272,6 +272,9 @@ TEST(ReplyLimit, FittingPrefixCountsEscapesAndStopsOnCharacters) {
   EXPECT_EQ(fitting_prefix("\xC3\xA9x", 1), 0u);     // never half a character
   EXPECT_EQ(fitting_prefix("\xC3\xA9x", 2), 2u);
   EXPECT_EQ(fitting_prefix("\xFFx", 3), 1u);         // invalid: one U+FFFD, one byte of input
+  EXPECT_EQ(fitting_prefix("ab\xE2\x9C", 100), 2u);   // cut short by the end: its rest may come
+  EXPECT_EQ(fitting_prefix("ab\xE2\x9Cx", 100), 5u);  // not at the end: invalid, replaced, taken
+  EXPECT_EQ(fitting_prefix("ab\xFF", 100), 3u);       // never a character: taken (as U+FFFD)
   // What the prefix says fits does fit.
   const std::string text(5000, '\x02');
   reply r;

@@ -52,7 +52,8 @@ std::size_t reply_limit(std::string_view claimed, std::size_t max_reply_bytes);
 
 // How many bytes at the start of `text` go into a reply's Message within
 // max_bytes of JSON string content (escapes and replaced invalid UTF-8
-// counted), ending on a character boundary.
+// counted), ending on a character boundary. A character that the end of
+// text cuts short is left out: the rest of it may still come.
 std::size_t fitting_prefix(std::string_view text, std::size_t max_bytes);
 
 } // namespace bs_router
