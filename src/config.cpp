@@ -259,6 +259,17 @@ void read_beanstalkd(config_object& object, beanstalkd_config& out) {
 
 bool is_absolute_path(const std::string& path) { return !path.empty() && path.front() == '/'; }
 
+// The bounds on what one job's output costs: memory (the reply) and disk.
+void read_output_bounds(config_object& object, config& cfg) {
+  constexpr std::int64_t tebibyte = std::int64_t{1} << 40;
+  if (auto bytes = object.optional_integer("max_reply_bytes", 1024, 64 * 1024 * 1024))
+    cfg.max_reply_bytes = static_cast<std::size_t>(*bytes);
+  if (auto bytes = object.optional_integer("joblog_max_bytes", 0, tebibyte))
+    cfg.joblog_max_bytes = static_cast<std::uint64_t>(*bytes);
+  if (auto bytes = object.optional_integer("joblog_max_output_bytes", 0, tebibyte))
+    cfg.joblog_max_output_bytes = static_cast<std::uint64_t>(*bytes);
+}
+
 void read_new_keys(config_object& object, config& cfg) {
   if (auto path = object.optional_string("cbsd_path")) {
     if (!is_absolute_path(*path)) object.fail("cbsd_path", "expected an absolute path, got \"" + *path + "\"");
@@ -280,6 +291,7 @@ void read_new_keys(config_object& object, config& cfg) {
     cfg.max_body_bytes = static_cast<std::size_t>(*bytes);
   object.read_int("joblog_max_age_days", cfg.joblog_max_age_days, 0);
   object.read_int("joblog_max_files", cfg.joblog_max_files, 0);
+  read_output_bounds(object, cfg);
   if (auto listen = object.optional_string("metrics_listen"); listen && !listen->empty()) {
     std::string problem;
     auto address = parse_host_port(*listen, problem);

@@ -87,8 +87,8 @@ int create_job_file(const directory& dir, const std::string& name) {
 
 } // namespace
 
-job_files::job_files(std::string logdir, int max_age_days, int max_files)
-    : logdir_(std::move(logdir)), max_age_days_(max_age_days), max_files_(max_files) {
+job_files::job_files(std::string logdir, int max_age_days, int max_files, std::uint64_t max_bytes)
+    : logdir_(std::move(logdir)), max_age_days_(max_age_days), max_files_(max_files), max_bytes_(max_bytes) {
   if (logdir_.empty()) throw std::invalid_argument("job_files: empty logdir");
   if (max_age_days_ < 0 || max_files_ < 0) throw std::invalid_argument("job_files: negative limit");
   while (logdir_.size() > 1 && logdir_.back() == '/') logdir_.pop_back();
@@ -140,12 +140,48 @@ std::string job_files::read_head(int fd, const std::string& name, std::size_t ma
   return head;
 }
 
-std::size_t job_files::prune(std::chrono::system_clock::time_point now) const {
-  struct job_on_disk {
-    std::vector<std::string> files;
-    std::chrono::system_clock::time_point newest{};
+bool job_files::older::operator()(const age_key& a, const age_key& b) const {
+  // Jobs touched in the same instant go by id.
+  if (a.first != b.first) return a.first < b.first;
+  if (job_id_less(a.second, b.second)) return true;
+  if (job_id_less(b.second, a.second)) return false;
+  return a.second < b.second; // "01" and "1": distinct names, one order
+}
+
+void job_files::count(std::string id, kept_job job) {
+  if (auto old = index_.find(id); old != index_.end()) forget(old);
+  index_bytes_ += job.bytes;
+  by_age_.emplace(job.newest, id);
+  index_.emplace(std::move(id), std::move(job));
+}
+
+void job_files::forget(std::map<std::string, kept_job>::iterator it) {
+  index_bytes_ -= it->second.bytes;
+  by_age_.erase({it->second.newest, it->first});
+  index_.erase(it);
+}
+
+std::size_t job_files::remove_while_over_bounds(const std::string& keep) {
+  auto over = [this] {
+    return (max_files_ > 0 && index_.size() > static_cast<std::size_t>(max_files_)) ||
+           (max_bytes_ > 0 && index_bytes_ > max_bytes_);
   };
-  std::map<std::string, job_on_disk> jobs; // by the id as written in the names
+  std::size_t removed = 0;
+  auto next = by_age_.begin();
+  while (over() && next != by_age_.end()) {
+    const std::string id = (next++)->second;
+    if (id == keep) continue;
+    auto it = index_.find(id);
+    bool any = false;
+    for (const std::string& file : it->second.files) any = (::unlink(file.c_str()) == 0) || any;
+    if (any) ++removed;
+    forget(it);
+  }
+  return removed;
+}
+
+std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
+  std::map<std::string, kept_job> jobs; // by the id as written in the names
 
   DIR* dir = ::opendir(logdir_.c_str());
   if (!dir) throw_errno(errno, "cannot list " + logdir_);
@@ -158,38 +194,74 @@ std::size_t job_files::prune(std::chrono::system_clock::time_point now) const {
     // Only regular files: a directory or link that happens to match the
     // pattern is not ours.
     if (::lstat(path.c_str(), &status) != 0 || !S_ISREG(status.st_mode)) continue;
-    job_on_disk& job = jobs[std::string(id)];
+    kept_job& job = jobs[std::string(id)];
     job.files.push_back(std::move(path));
     job.newest = std::max(job.newest, modification_time(status));
+    job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0));
   }
   ::closedir(dir);
 
+  index_.clear();
+  by_age_.clear();
+  index_bytes_ = 0;
   std::size_t removed = 0;
-  auto remove_job = [&removed](const job_on_disk& job) {
-    bool any = false;
-    for (const std::string& file : job.files) any = (::unlink(file.c_str()) == 0) || any;
-    if (any) ++removed;
-  };
-
-  std::vector<std::pair<std::string, const job_on_disk*>> kept;
   const auto max_age = std::chrono::hours(24) * max_age_days_;
-  for (const auto& [id, job] : jobs) {
-    if (max_age_days_ > 0 && job.newest < now - max_age)
-      remove_job(job);
-    else
-      kept.emplace_back(id, &job);
+  for (auto& [id, job] : jobs) {
+    if (max_age_days_ > 0 && job.newest < now - max_age) {
+      bool any = false;
+      for (const std::string& file : job.files) any = (::unlink(file.c_str()) == 0) || any;
+      if (any) ++removed;
+    } else {
+      count(id, std::move(job));
+    }
   }
+  if (by_age_.empty()) return removed;
+  return removed + remove_while_over_bounds(by_age_.rbegin()->second);
+}
 
-  if (max_files_ > 0 && kept.size() > static_cast<std::size_t>(max_files_)) {
-    // Oldest first; jobs touched in the same instant go by id.
-    std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
-      if (a.second->newest != b.second->newest) return a.second->newest < b.second->newest;
-      return job_id_less(a.first, b.first);
-    });
-    std::size_t excess = kept.size() - static_cast<std::size_t>(max_files_);
-    for (std::size_t i = 0; i < excess; ++i) remove_job(*kept[i].second);
+std::size_t job_files::add_job(std::uint64_t job_id) {
+  kept_job job;
+  for (const std::string& path : {cmd_path(job_id), out_path(job_id), err_path(job_id)}) {
+    struct stat status {};
+    if (::lstat(path.c_str(), &status) != 0 || !S_ISREG(status.st_mode)) continue;
+    job.files.push_back(path);
+    job.newest = std::max(job.newest, modification_time(status));
+    job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0));
   }
-  return removed;
+  const std::string id = std::to_string(job_id);
+  if (job.files.empty()) {
+    if (auto old = index_.find(id); old != index_.end()) forget(old);
+    return 0;
+  }
+  count(id, std::move(job));
+  return remove_while_over_bounds(id);
+}
+
+capped_output::capped_output(int fd, std::string path, std::uint64_t cap)
+    : fd_(fd), path_(std::move(path)), cap_(cap) {}
+
+std::string capped_output::marker(std::uint64_t cap) {
+  return "\n[bs_router: output cut here: only the first " + std::to_string(cap) +
+         " bytes are kept (joblog_max_output_bytes)]\n";
+}
+
+void capped_output::append(std::string_view data) noexcept {
+  received_ += data.size();
+  if (!error_.empty() || marked_) return;
+  try {
+    std::string_view kept = data;
+    if (cap_ > 0) kept = data.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), cap_ - written_)));
+    write_all(fd_, kept, path_);
+    written_ += kept.size();
+    if (kept.size() < data.size()) {
+      marked_ = true;
+      write_all(fd_, marker(cap_), path_);
+    }
+  } catch (const std::exception& ex) {
+    error_ = ex.what();
+  } catch (...) {
+    error_ = "cannot write " + path_;
+  }
 }
 
 std::string describe_argv(const std::vector<std::string>& argv) {

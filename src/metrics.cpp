@@ -1,7 +1,6 @@
 #include "bs_router/metrics.hpp"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -344,6 +343,7 @@ struct metrics_server::shared_state {
   std::uint64_t accepted = 0;
   std::uint16_t bound_port = 0;
   bool stopped = false;
+  failure_report report;
 };
 
 awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared_state> self) {
@@ -368,7 +368,8 @@ awaitable<void> metrics_server::shared_state::accept_loop(std::shared_ptr<shared
     if (stopped) break;
     auto connection = std::make_shared<http_connection>(std::move(socket), ++accepted);
     connections.insert(connection);
-    asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)), asio::detached);
+    asio::co_spawn(acceptor.get_executor(), serve(self, std::move(connection)),
+                   report_failure(report, "metrics connection"));
   }
 }
 
@@ -484,6 +485,8 @@ void metrics_server::set_connection_deadline(std::chrono::steady_clock::duration
   state_->connection_deadline = d;
 }
 
+void metrics_server::set_failure_report(failure_report report) { state_->report = std::move(report); }
+
 void metrics_server::start() {
   std::string where = host_.find(':') != std::string::npos ? "[" + host_ + "]" : host_;
   where += ':' + std::to_string(requested_port_);
@@ -515,7 +518,7 @@ void metrics_server::start() {
 
   state_->bound_port = acceptor.local_endpoint().port();
   state_->stopped = false;
-  asio::co_spawn(io_, state_->accept_loop(state_), asio::detached);
+  asio::co_spawn(io_, state_->accept_loop(state_), report_failure(state_->report, "metrics listener"));
 }
 
 std::uint16_t metrics_server::port() const { return state_->bound_port; }

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <functional>
 #include <fcntl.h>
 #include <optional>
 #include <spawn.h>
@@ -261,46 +262,94 @@ long close_limit_for_child() {
   return open_max;
 }
 
+// One output pipe of a child: captured (the look-ups' stdout) or handed to a
+// sink as it is read (cbsd's stdout and stderr).
+struct output_pipe {
+  std::optional<asio::posix::stream_descriptor> pipe;
+  std::array<char, stdout_read_chunk> buffer{};
+  std::function<void(std::string_view)> sink; // empty: kept in `captured`
+  bool done = true; // run() no longer waits for it
+};
+
 // One started child, shared by run() (which waits on it), the reaper, and the
 // timer and pipe handlers. None of them touches the runner through it, so
 // run() can still finish after the runner is gone.
 struct running_child {
-  running_child(asio::io_context& io, pid_t child_pid, std::size_t limit)
-      : pid(child_pid), wake(io), deadline(io), drain(io), capture_limit(limit) {
+  static constexpr std::size_t out = 0, err = 1;
+
+  running_child(asio::io_context& context, pid_t child_pid, std::size_t limit)
+      : io(context), pid(child_pid), wake(context), deadline(context), drain(context), capture_limit(limit) {
     wake.expires_at(asio::steady_timer::time_point::max());
   }
 
-  bool finished() const { return abandoned || (exited && stdout_done); }
+  bool finished() const { return abandoned || (exited && outputs[out].done && outputs[err].done); }
 
   // Resumes run() if it is waiting; it re-checks finished() itself, so a
   // notify with nobody waiting is harmless.
   void notify() { wake.cancel(); }
 
-  void read_stdout(const std::shared_ptr<running_child>& self) {
-    stdout_pipe->async_read_some(
-        asio::buffer(read_buffer),
-        [self](const boost::system::error_code& ec, std::size_t n) {
-          if (n > 0) self->keep_output(n);
+  void start_reading(const std::shared_ptr<running_child>& self, std::size_t which, int fd,
+                     std::function<void(std::string_view)> sink) {
+    output_pipe& o = outputs[which];
+    o.pipe.emplace(io, fd);
+    o.sink = std::move(sink);
+    o.done = false;
+    read_output(self, which);
+  }
+
+  void read_output(const std::shared_ptr<running_child>& self, std::size_t which) {
+    output_pipe& o = outputs[which];
+    o.pipe->async_read_some(
+        asio::buffer(o.buffer),
+        [self, which](const boost::system::error_code& ec, std::size_t n) {
+          output_pipe& o = self->outputs[which];
+          // Once run() stopped waiting, what still comes is dropped.
+          if (n > 0 && !o.done) self->deliver(o, n);
           if (ec) {
-            self->close_stdout();
+            self->close_output(which);
             return;
           }
-          self->read_stdout(self);
+          self->read_output(self, which);
         });
   }
 
-  void keep_output(std::size_t n) {
-    const std::size_t room = capture_limit - std::min(capture_limit, captured.size());
-    captured.append(read_buffer.data(), std::min(n, room));
-    if (n > room) truncated = true;
+  void deliver(output_pipe& o, std::size_t n) {
+    if (!o.sink) {
+      const std::size_t room = capture_limit - std::min(capture_limit, captured.size());
+      captured.append(o.buffer.data(), std::min(n, room));
+      if (n > room) truncated = true;
+      return;
+    }
+    try {
+      o.sink(std::string_view(o.buffer.data(), n));
+    } catch (...) {
+      o.sink = [](std::string_view) {}; // broken: called no more
+    }
   }
 
-  void close_stdout() {
-    if (stdout_done) return;
-    stdout_done = true;
+  void close_output(std::size_t which) {
+    output_pipe& o = outputs[which];
     boost::system::error_code ignored;
-    if (stdout_pipe) stdout_pipe->close(ignored);
-    drain.cancel();
+    if (o.pipe) o.pipe->close(ignored);
+    if (o.done) return;
+    o.done = true;
+    if (outputs[out].done && outputs[err].done) drain.cancel();
+    notify();
+  }
+
+  // run() stops waiting for the pipes: a captured one is closed, a sink's
+  // is left open and drained (see process_spec::stdout_sink).
+  void stop_waiting_for_output() {
+    for (std::size_t which : {out, err}) {
+      output_pipe& o = outputs[which];
+      if (o.done) continue;
+      if (!o.sink) {
+        close_output(which);
+      } else {
+        o.done = true;
+        o.sink = nullptr;
+      }
+    }
     notify();
   }
 
@@ -323,36 +372,36 @@ struct running_child {
     exited = true;
     wait_status = status;
     deadline.cancel();
-    if (!stdout_done) {
+    if (!outputs[out].done || !outputs[err].done) {
       drain.expires_after(stdout_drain_after_exit);
       drain.async_wait([self](const boost::system::error_code& ec) {
-        if (!ec) self->close_stdout();
+        if (!ec) self->stop_waiting_for_output();
       });
     }
     notify();
   }
 
-  // The runner went away: stop every timer and the pipe, resume run().
+  // The runner went away: stop every timer and pipe, resume run().
   void abandon() {
     abandoned = true;
     deadline.cancel();
     drain.cancel();
     boost::system::error_code ignored;
-    if (stdout_pipe) stdout_pipe->close(ignored);
+    for (output_pipe& o : outputs)
+      if (o.pipe) o.pipe->close(ignored);
     notify();
   }
 
+  asio::io_context& io;
   pid_t pid;
   asio::steady_timer wake;      // never expires on its own; cancelled as an event
   asio::steady_timer deadline;  // spec.timeout, then spec.kill_grace
-  asio::steady_timer drain;     // bounds the wait for stdout EOF after exit
-  std::optional<asio::posix::stream_descriptor> stdout_pipe;
-  std::array<char, stdout_read_chunk> read_buffer{};
+  asio::steady_timer drain;     // bounds the wait for the pipes' EOF after exit
+  std::array<output_pipe, 2> outputs;
   std::size_t capture_limit;
   std::string captured;
   bool truncated = false;
   bool exited = false;
-  bool stdout_done = true;
   bool timed_out = false;
   bool abandoned = false;
   std::optional<int> wait_status; // empty when someone else reaped it
@@ -450,14 +499,21 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
 
   const exec_strings argv(spec.argv);
   const exec_strings envp(spec.env);
-  const bool capture = spec.stdout_fd < 0;
+  // A pipe for stdout unless it goes to a given descriptor; for stderr when
+  // it goes to a sink.
+  const bool stdout_piped = spec.stdout_sink || spec.stdout_fd < 0;
+  const bool stderr_piped = static_cast<bool>(spec.stderr_sink);
 
   const int dev_null = impl_->null_device();
   if (dev_null < 0) co_return start_failed("open /dev/null: " + errno_text(errno));
-  std::optional<pipe_ends> stdout_pipe;
-  if (capture) {
+  std::optional<pipe_ends> stdout_pipe, stderr_pipe;
+  if (stdout_piped) {
     stdout_pipe = make_cloexec_pipe();
     if (!stdout_pipe) co_return start_failed("pipe: " + errno_text(errno));
+  }
+  if (stderr_piped) {
+    stderr_pipe = make_cloexec_pipe();
+    if (!stderr_pipe) co_return start_failed("pipe: " + errno_text(errno));
   }
 
   child_setup setup{
@@ -466,8 +522,8 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
       envp.data(),
       spec.cwd.empty() ? nullptr : spec.cwd.c_str(),
       dev_null,
-      capture ? stdout_pipe->write.get() : spec.stdout_fd,
-      spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null,
+      stdout_piped ? stdout_pipe->write.get() : spec.stdout_fd,
+      stderr_piped ? stderr_pipe->write.get() : spec.stderr_fd >= 0 ? spec.stderr_fd : dev_null,
       -1,
       0,
   };
@@ -506,6 +562,7 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
   }
 
   if (stdout_pipe) stdout_pipe->write.reset();
+  if (stderr_pipe) stderr_pipe->write.reset();
 
   auto child = std::make_shared<running_child>(impl_->io, pid, spec.capture_limit);
   // Registered before anything can resume the event loop, so its SIGCHLD
@@ -518,12 +575,12 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
     report_pipe.reset();
   }
 
-  if (!failure && stdout_pipe) {
-    child->stdout_done = false;
-    child->stdout_pipe.emplace(impl_->io, stdout_pipe->read.release());
-    child->read_stdout(child);
-  }
+  if (!failure && stdout_pipe)
+    child->start_reading(child, running_child::out, stdout_pipe->read.release(), std::move(spec.stdout_sink));
+  if (!failure && stderr_pipe)
+    child->start_reading(child, running_child::err, stderr_pipe->read.release(), std::move(spec.stderr_sink));
   stdout_pipe.reset();
+  stderr_pipe.reset();
   if (!failure && spec.timeout.count() > 0) child->start_timeout(child, spec.timeout, spec.kill_grace);
 
   // Normally the SIGCHLD handler does this; checking once here also covers a
@@ -535,6 +592,9 @@ asio::awaitable<process_result> process_runner::run(process_spec spec) {
     boost::system::error_code ignored;
     co_await child->wake.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
   }
+
+  // The sinks belong to the caller, who goes on once this returns.
+  for (output_pipe& o : child->outputs) o.sink = nullptr;
 
   if (failure) {
     result.start_failed = true;

@@ -1,5 +1,7 @@
 #include "bs_router/reply.hpp"
 
+#include "bs_router/beanstalk_protocol.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -227,6 +229,42 @@ std::string encode_reply(const reply& r, std::size_t max_bytes) {
   const std::string stderr_text = valid_prefix_within(r.stderr_text, room - reply_size_of(message));
 
   return assemble(r, {message, guid, dsk_guid, vnc, stderr_text}, &sizes);
+}
+
+std::size_t reply_limit(std::string_view claimed, std::size_t max_reply_bytes) {
+  std::uint64_t max_job_size = beanstalk::default_max_job_size;
+  const bool decimal = !claimed.empty() && std::all_of(claimed.begin(), claimed.end(), [](char c) {
+    return c >= '0' && c <= '9';
+  });
+  std::uint64_t parsed = 0;
+  if (decimal) {
+    const auto result = std::from_chars(claimed.data(), claimed.data() + claimed.size(), parsed);
+    // Past 64 bits the claim is only "huge": our own bound decides anyway.
+    max_job_size = result.ec == std::errc::result_out_of_range ? std::numeric_limits<std::uint64_t>::max() : parsed;
+  }
+  const std::uint64_t replayable = max_job_size > binlog_replay_margin ? max_job_size - binlog_replay_margin : 0;
+  return static_cast<std::size_t>(std::min<std::uint64_t>(replayable, max_reply_bytes));
+}
+
+std::size_t fitting_prefix(std::string_view text, std::size_t max_bytes) {
+  std::size_t used = 0, taken = 0;
+  std::size_t at = 0;
+  for_each_character(text, [&](std::string_view character) {
+    // A replaced sequence stands for the bytes it replaced, not for U+FFFD.
+    const int length = utf8_sequence_length(text, at);
+    const std::size_t source = static_cast<std::size_t>(length > 0 ? length : -length);
+    // A character the end of text cuts short may be completed by what comes
+    // next (live output arrives in chunks): it is not taken.
+    const unsigned char lead = static_cast<unsigned char>(text[at]);
+    if (length < 0 && at + source == text.size() && lead >= 0xC2 && lead <= 0xF4) return false;
+    const std::size_t cost = escaped_size(character);
+    if (cost > max_bytes - used) return false;
+    used += cost;
+    at += source;
+    taken = at;
+    return true;
+  });
+  return taken;
 }
 
 } // namespace bs_router

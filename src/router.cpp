@@ -1,22 +1,23 @@
 #include "bs_router/router.hpp"
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <algorithm>
 #include <charconv>
+#include <array>
 #include <chrono>
 #include <ctime>
+#include <limits>
 #include <set>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "bs_router/escape.hpp"
 #include "bs_router/lookup.hpp"
 #include "bs_router/reply.hpp"
+#include "bs_router/spawn.hpp"
 
 namespace bs_router {
 
@@ -129,11 +130,12 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
     : io_(io),
       cfg_(std::move(cfg)),
       log_(std::move(log)),
-      files_(cfg_.beanstalkd.logdir, cfg_.joblog_max_age_days, cfg_.joblog_max_files),
+      files_(cfg_.beanstalkd.logdir, cfg_.joblog_max_age_days, cfg_.joblog_max_files, cfg_.joblog_max_bytes),
       journal_(std::move(statedir)),
       runner_(io),
       worker_(io.get_executor()),
       publisher_(io.get_executor()),
+      reply_limit_(reply_limit("", cfg_.max_reply_bytes)),
       capacity_changed_(io.get_executor()),
       outbox_changed_(io.get_executor()),
       worker_sleep_(io),
@@ -150,6 +152,7 @@ void router::start(std::function<void()> on_done) {
   if (!cfg_.metrics_listen.empty()) {
     metrics_server_ = std::make_unique<metrics_server>(io_, cfg_.metrics_host, cfg_.metrics_port,
                                                        [this] { return render_metrics(); });
+    metrics_server_->set_failure_report(log_failure());
     metrics_server_->start();
     log_->info("metrics on http://{}/metrics", cfg_.metrics_listen);
   }
@@ -168,6 +171,8 @@ void router::start(std::function<void()> on_done) {
   };
   asio::co_spawn(io_, worker_loop(), report("worker"));
   asio::co_spawn(io_, publisher_loop(), report("publisher"));
+  // The function object itself is spawned (co_spawn keeps it alive): the
+  // coroutine of a lambda called in place would outlive its captures.
   asio::co_spawn(
       io_,
       [this]() -> awaitable<void> {
@@ -180,7 +185,12 @@ void router::start(std::function<void()> on_done) {
           co_await sleep_on(prune_timer_, prune_interval);
         }
       },
-      asio::detached);
+      report_failure(log_failure(), "per-job file retention"));
+}
+
+// For coroutines that nothing waits for: a failure is logged, never silent.
+failure_report router::log_failure() const {
+  return [log = log_](const std::string& what, const std::string& why) { log->error("{} stopped: {}", what, why); };
 }
 
 // Jobs of an earlier life of the router. Recorded replies go out; the rest
@@ -258,12 +268,9 @@ awaitable<void> router::connect(beanstalk::connection& conn) {
   conn.set_command_deadline(std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout) + 5s);
   co_await conn.connect(cfg_.beanstalkd.host, cfg_.beanstalkd.port, 10s);
   beanstalk::stats_map stats = co_await conn.stats();
-  if (auto it = stats.find("max-job-size"); it != stats.end()) {
-    try {
-      max_job_size_ = std::stoull(it->second);
-    } catch (const std::exception&) {
-    }
-  }
+  // Whatever the broker claims, the reply stays within our own bound.
+  auto claimed = stats.find("max-job-size");
+  reply_limit_ = reply_limit(claimed != stats.end() ? claimed->second : std::string(), cfg_.max_reply_bytes);
   // reserve-job came with beanstalkd 1.12: without it, jobs over max_waiting
   // are not sent back (they could not be fetched in their turn).
   int major = 0, minor = 0;
@@ -663,24 +670,18 @@ void router::start_ready_jobs() {
     job_ptr job = ready_.front();
     ready_.pop_front();
     ++running_;
-    asio::co_spawn(io_, execute(job), [this, job](std::exception_ptr ep) {
-      if (!ep) return;
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& ex) {
-        log_->error("{}: {}", describe_job(job->entry.job_id, job->request), loggable(ex.what()));
-      }
-    });
+    spawn_reported(io_.get_executor(), execute(job), log_failure(), describe_job(job->entry.job_id, job->request));
   }
 }
 
-awaitable<std::optional<std::string>> router::look_up(const std::vector<std::string>& args, int stderr_fd) {
+awaitable<std::optional<std::string>> router::look_up(const std::vector<std::string>& args,
+                                                      std::function<void(std::string_view)> stderr_sink) {
   process_spec spec;
   spec.argv.push_back(cfg_.cbsd_path);
   spec.argv.insert(spec.argv.end(), args.begin(), args.end());
   spec.env = cbsd_environment(cfg_);
   spec.cwd = cfg_.cbsdenv;
-  spec.stderr_fd = stderr_fd;
+  spec.stderr_sink = std::move(stderr_sink);
   spec.capture_limit = lookup_capture_limit;
   spec.timeout = lookup_timeout;
   spec.kill_grace = std::chrono::seconds(cfg_.kill_grace);
@@ -696,6 +697,37 @@ struct fd_closer {
   ~fd_closer() {
     if (fd >= 0) ::close(fd);
   }
+};
+
+// Tells the live output watcher that the run is over, however it ends: the
+// descriptor it reads is closed right after.
+struct run_over_flag {
+  std::shared_ptr<bool> over = std::make_shared<bool>(false);
+  ~run_over_flag() { *over = true; }
+};
+
+// One output stream of a run as the router drains it from cbsd: written into
+// the job's file (capped there), and its beginning kept for the reply. Only
+// what was read is held, never more than the reply can carry.
+struct run_output {
+  run_output(int fd, std::string path, std::uint64_t cap, std::size_t head_limit)
+      : file(fd, std::move(path), cap), head_limit(head_limit) {}
+
+  void append(std::string_view data) noexcept {
+    file.append(data);
+    try {
+      if (head.size() < head_limit) head.append(data.substr(0, head_limit - head.size()));
+    } catch (const std::exception&) {
+      head_limit = head.size(); // out of memory: the reply carries what it has
+    }
+  }
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view data) { append(data); };
+  }
+
+  capped_output file;
+  std::string head;
+  std::size_t head_limit;
 };
 } // namespace
 
@@ -729,8 +761,13 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
 
   std::vector<std::string> argv = request.argv(cfg_.cbsd_path);
   files_.write_command(id, argv);
-  fd_closer out{files_.open_out(id)};
-  fd_closer err{files_.open_err(id)};
+  fd_closer out_fd{files_.open_out(id)};
+  fd_closer err_fd{files_.open_err(id)};
+  // cbsd writes into pipes the router drains into the files, so that what a
+  // job keeps on disk is capped as it is written, and live output reads the
+  // very descriptor written to. The reply's texts are kept as they come.
+  run_output out(out_fd.fd, files_.out_path(id), cfg_.joblog_max_output_bytes, reply_limit_);
+  run_output err(err_fd.fd, files_.err_path(id), cfg_.joblog_max_output_bytes, reply_limit_);
 
   const std::chrono::milliseconds timeout = time_limit(request, cfg_.job_timeout);
 
@@ -738,16 +775,21 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   spec.argv = std::move(argv);
   spec.env = cbsd_environment(cfg_);
   spec.cwd = cfg_.cbsdenv;
-  spec.stdout_fd = out.fd;
-  spec.stderr_fd = err.fd;
+  spec.stdout_sink = out.sink();
+  spec.stderr_sink = err.sink();
   spec.timeout = timeout;
   spec.kill_grace = std::chrono::seconds(cfg_.kill_grace);
 
-  log_->info("{}: started", describe_job(id, job->request));
-  auto run_over = std::make_shared<bool>(false);
-  if (cfg_.progress) asio::co_spawn(io_, watch_output(job, files_.out_path(id), run_over), asio::detached);
-  process_result result = co_await runner_.run(std::move(spec));
-  *run_over = true;
+  const std::string what = describe_job(id, job->request);
+  log_->info("{}: started", what);
+  process_result result;
+  {
+    run_over_flag run_over;
+    if (cfg_.progress)
+      spawn_reported(io_.get_executor(), watch_output(job, out_fd.fd, run_over.over), log_failure(),
+                     describe_job(id, job->request) + ": live output");
+    result = co_await runner_.run(std::move(spec));
+  }
 
   reply r;
   r.job_id = id;
@@ -768,7 +810,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   if (!result.start_failed) {
     std::optional<std::string> guid, dsk_guid, vnc_bind, vnc_port;
     for (const lookup& l : lookups_for(request)) {
-      std::optional<std::string> value = co_await look_up(l.args, err.fd);
+      std::optional<std::string> value = co_await look_up(l.args, err.sink());
       switch (l.field) {
         case lookup_field::guid: guid = value; break;
         case lookup_field::dsk_guid: dsk_guid = value; break;
@@ -781,13 +823,19 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
     r.vnc = vnc_address(vnc_bind, vnc_port);
   }
 
-  // Read no more than a reply can carry; the files keep everything.
-  std::uint64_t out_total = 0, err_total = 0;
-  r.message = note + job_files::read_head(out.fd, files_.out_path(id), max_job_size_, &out_total);
-  r.message_bytes = note.size() + out_total;
-  r.stderr_text = job_files::read_head(err.fd, files_.err_path(id), max_job_size_, &err_total);
-  r.stderr_bytes = err_total;
+  // The reply carries the beginnings; the files keep up to their cap.
+  r.message = note + out.head;
+  r.message_bytes = note.size() + out.file.received();
+  r.stderr_text = std::move(err.head);
+  r.stderr_bytes = err.file.received();
   r.duration_seconds = std::chrono::duration<double>(result.elapsed).count();
+  for (const run_output* o : {&out, &err})
+    if (!o->file.error().empty()) log_->warn("{}: {}; the rest of its output is not kept", what, o->file.error());
+  try {
+    files_.add_job(id);
+  } catch (const std::exception& ex) {
+    log_->warn("counting the files of {}: {}", what, ex.what());
+  }
   co_return r;
 }
 
@@ -879,7 +927,7 @@ awaitable<bool> router::publish(const job_ptr& job) {
     // The reply still goes out from memory; only a crash before that loses it.
     log_->error("job {}: journal: {}", id, loggable(ex.what()));
   }
-  std::size_t budget = max_job_size_;
+  std::size_t budget = reply_limit_;
   for (;;) {
     try {
       co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
@@ -898,24 +946,31 @@ awaitable<bool> router::publish(const job_ptr& job) {
 // Sends what cbsd writes while it runs, as replies with Progress below 100.
 // Output that arrives faster than the broker takes it is joined into the next
 // reply, so each job has at most one progress reply waiting at any time.
-awaitable<void> router::watch_output(job_ptr job, std::string path, std::shared_ptr<bool> run_over) {
+awaitable<void> router::watch_output(job_ptr job, int fd, std::shared_ptr<bool> run_over) {
+  // Reads the descriptor the run's output is written to, never its path: the
+  // file may have been replaced meanwhile (by a link to something else).
   asio::steady_timer tick(io_);
   std::uint64_t offset = 0;
-  std::string chunk;
+  std::array<char, 16 * 1024> chunk;
   while (!*run_over) {
     co_await sleep_on(tick, live_output_interval);
     if (*run_over) break;
-    const std::size_t room = max_job_size_ / 2 > job->live_output.size() ? max_job_size_ / 2 - job->live_output.size() : 0;
-    if (room == 0) continue;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    chunk.resize(room);
-    const ssize_t n = ::pread(fd, chunk.data(), chunk.size(), static_cast<off_t>(offset));
-    ::close(fd);
-    if (n <= 0) continue;
-    offset += static_cast<std::uint64_t>(n);
-    job->live_output.append(chunk.data(), static_cast<std::size_t>(n));
-    if (!job->live_queued) {
+    // At most half a reply waits per job; what does not fit is read later.
+    const std::size_t limit = reply_limit_ / 2;
+    bool added = false;
+    while (job->live_output.size() < limit) {
+      const std::size_t room = std::min(chunk.size(), limit - job->live_output.size());
+      const ssize_t n = ::pread(fd, chunk.data(), room, static_cast<off_t>(offset));
+      if (n <= 0) break;
+      // A character split by the read waits for its rest, read next time.
+      const std::size_t whole = fitting_prefix(std::string_view(chunk.data(), static_cast<std::size_t>(n)),
+                                               std::numeric_limits<std::size_t>::max());
+      if (whole == 0) break;
+      offset += whole;
+      job->live_output.append(chunk.data(), whole);
+      added = true;
+    }
+    if (added && !job->live_queued) {
       job->live_queued = true;
       live_outbox_.push_back(job);
       outbox_changed_.notify();
@@ -927,11 +982,14 @@ awaitable<void> router::publish_live_output(const job_ptr& job) {
   reply r;
   r.job_id = job->entry.job_id;
   r.progress = live_output_progress;
-  r.message = job->live_output;
   r.duration_seconds = -1;
+  // As much as fits whole; the rest goes in the next one, so nothing is cut.
+  const std::size_t fixed = encode_reply(r, reply_limit_).size();
+  const std::size_t taken = fitting_prefix(job->live_output, reply_limit_ > fixed ? reply_limit_ - fixed : 0);
+  r.message = job->live_output.substr(0, std::max<std::size_t>(taken, 1));
   co_await publisher_.use(cfg_.beanstalkd.reply_tube_prefix + std::to_string(r.job_id));
   co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
-                          encode_reply(r, max_job_size_));
+                          encode_reply(r, reply_limit_));
   job->live_output.erase(0, r.message.size());
 }
 

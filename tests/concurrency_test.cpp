@@ -320,6 +320,65 @@ TEST(Concurrency, ProgressRepliesCarryOutputWhileTheJobRuns) {
   EXPECT_EQ(rest.back()["Message"], "early output\n"); // the final reply is unchanged
 }
 
+// Live output is read from the descriptor the run's output goes to: a .out
+// replaced by a link meanwhile (to a file only root may read) is not followed.
+TEST(Concurrency, LiveOutputReadsTheRunsDescriptorNotItsPath) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"progress", true}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate", second_gate = pool.dir() / "gate2";
+  const fs::path secret = pool.dir() / "secret";
+  std::ofstream(secret) << std::string(200, 'S') << "\n";
+  fs::permissions(secret, fs::perms::owner_read | fs::perms::owner_write);
+  const auto id = pool.put_job(body{{"Command", "jcreate"},
+                                    {"CommandArgs", {{"fake_stdout", "early output\n"},
+                                                     {"fake_wait_for", gate.string()},
+                                                     {"fake_then_stdout", "late output\n"},
+                                                     {"fake_then_wait_for", second_gate.string()}}}});
+  auto early = pool.wait_reply(id);
+  ASSERT_TRUE(early.has_value());
+  EXPECT_EQ((*early)["Message"], "early output\n");
+
+  const fs::path out = pool.logdir() / (std::to_string(id) + ".out");
+  fs::remove(out);
+  fs::create_symlink(secret, out);
+  open_gate(gate);
+  auto late = pool.wait_reply(id);
+  ASSERT_TRUE(late.has_value());
+  EXPECT_LT((*late)["Progress"].get<int>(), 100);
+  EXPECT_EQ((*late)["Message"], "late output\n");
+
+  open_gate(second_gate);
+  auto rest = pool.wait_final_reply(id);
+  ASSERT_FALSE(rest.empty());
+  for (const json& reply : rest) EXPECT_EQ(reply["Message"].get<std::string>().find('S'), std::string::npos) << reply;
+  EXPECT_EQ(rest.back()["Message"], "early output\nlate output\n");
+}
+
+// Live output is read in chunks; a character split by a chunk waits for its
+// rest instead of going out as U+FFFD.
+TEST(Concurrency, ProgressRepliesNeverSplitACharacter) {
+  beanstalkd_server server;
+  test_pool pool(server, json{{"progress", true}});
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  std::string printed;
+  for (int i = 0; i < 19000; ++i) printed += "\u2713"; // three bytes each
+  const auto id = pool.put_job(
+      body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", printed}, {"fake_wait_for", gate.string()}}}});
+  std::string live;
+  while (live.size() < printed.size()) {
+    auto reply = pool.wait_reply(id);
+    ASSERT_TRUE(reply.has_value()) << live.size() << " of " << printed.size();
+    ASSERT_LT((*reply)["Progress"].get<int>(), 100);
+    live += (*reply)["Message"].get<std::string>();
+  }
+  EXPECT_EQ(live.find("\uFFFD"), std::string::npos);
+  EXPECT_EQ(live, printed);
+  open_gate(gate);
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+}
+
 TEST(Concurrency, NoProgressRepliesUnlessAskedFor) {
   beanstalkd_server server;
   test_pool pool(server);

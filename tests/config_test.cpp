@@ -582,4 +582,33 @@ TEST(Config, WorkspaceThatDoesNotExist) {
   EXPECT_THROW(bs_router::check_workspace(cfg), config_error);
 }
 
+// What one job's output may cost in memory (the reply) and on disk.
+TEST(Config, OutputBoundsHaveDefaultsAndRanges) {
+  config defaults = parse(sample());
+  EXPECT_EQ(defaults.max_reply_bytes, 1048576u);
+  EXPECT_EQ(defaults.joblog_max_bytes, 1073741824u);
+  EXPECT_EQ(defaults.joblog_max_output_bytes, 16777216u);
+
+  json document = sample();
+  document["max_reply_bytes"] = 4096;
+  document["joblog_max_bytes"] = 0;
+  document["joblog_max_output_bytes"] = 1099511627776;
+  config cfg = parse(document);
+  EXPECT_EQ(cfg.max_reply_bytes, 4096u);
+  EXPECT_EQ(cfg.joblog_max_bytes, 0u);
+  EXPECT_EQ(cfg.joblog_max_output_bytes, 1099511627776u);
+  EXPECT_TRUE(cfg.warnings.empty());
+
+  const std::pair<const char*, json> bad[] = {
+      {"max_reply_bytes", 1023},           {"max_reply_bytes", 67108865},
+      {"joblog_max_bytes", -1},            {"joblog_max_bytes", 1099511627777},
+      {"joblog_max_output_bytes", -1},     {"joblog_max_output_bytes", "1"},
+  };
+  for (const auto& [key, value] : bad) {
+    json wrong = sample();
+    wrong[key] = value;
+    EXPECT_EQ(error_of(wrong).rfind(std::string("pool1.json: ") + key + ": ", 0), 0u) << error_of(wrong);
+  }
+}
+
 } // namespace

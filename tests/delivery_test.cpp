@@ -281,6 +281,56 @@ TEST(Delivery, SighupReopensTheLogFile) {
   EXPECT_TRUE(pool.router_running());
 }
 
+// beanstalkd 1.12 accepts a job of exactly max-job-size bytes but refuses it
+// when it reads its binlog back, and with it every later job of that binlog
+// file. Replies cut to fit, progress ones too, leave it the two bytes it
+// needs: after a crash and restart of the broker, they and everybody else's
+// jobs are all still there.
+TEST(Delivery, CutRepliesAndLaterJobsSurviveABrokerRestartFromItsBinlog) {
+  binlog_dir binlog;
+  beanstalkd_server server(with_binlog(binlog.path / "binlog"));
+  test_pool pool(server, json{{"progress", true}});
+  pool.start_router();
+  const std::size_t max_job_size = std::stoul(pool.client().stats().at("max-job-size"));
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = pool.put_job(
+      body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout_bytes", 300000}, {"fake_wait_for", gate.string()}}}});
+  const std::string reply_tube = pool.reply_tube(id);
+  const auto ready = [&](const std::string& tube) -> std::size_t {
+    auto stats = pool.client().stats_tube(tube);
+    return stats ? std::stoul(stats->at("current-jobs-ready")) : 0;
+  };
+  ASSERT_TRUE(wait_until([&] { return ready(reply_tube) >= 1; })); // a progress reply
+  open_gate(gate);
+  ASSERT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); })); // answered
+  const std::vector<std::string> others = {std::string(10, 'a'), std::string(20, 'b')};
+  for (const std::string& other : others) pool.client().put("others", other);
+  const std::size_t replies = ready(reply_tube);
+  pool.kill_router();
+
+  server.kill();
+  server.restart();
+  pool.client().connect(server.host(), server.port());
+  EXPECT_EQ(ready(reply_tube), replies);
+  ASSERT_EQ(ready("others"), others.size());
+  for (const std::string& other : others) {
+    auto job = pool.client().reserve("others", 5s);
+    ASSERT_TRUE(job.has_value());
+    EXPECT_EQ(job->body, other);
+  }
+  json last;
+  for (std::size_t i = 0; i < replies; ++i) {
+    auto reply = pool.client().reserve(reply_tube, 5s);
+    ASSERT_TRUE(reply.has_value());
+    EXPECT_LE(reply->body.size(), max_job_size - 2);
+    last = json::parse(reply->body);
+    pool.client().delete_job(reply->id);
+  }
+  EXPECT_EQ(last["Progress"], 100);
+  EXPECT_EQ(last["Truncated"], true);
+  EXPECT_EQ(last["MessageBytes"], 300000);
+}
+
 TEST(Delivery, PoisonBodiesGetErrorRepliesAndTheRouterGoesOn) {
   beanstalkd_server server;
   test_pool pool(server);

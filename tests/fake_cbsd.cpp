@@ -18,6 +18,8 @@
 //                          exit 124 if it never appears)
 //   fake_sleep_ms=N        sleep before finishing
 //   fake_exit=N            exit status (default 0)
+//   fake_then_stdout=TEXT  printed after those waits, then
+//   fake_then_wait_for=PATH  block again until PATH exists (as fake_wait_for)
 // Output comes before the waits so a held job has already shown its output.
 // With none of the output keys it prints "fake cbsd: <command> ok\n".
 //
@@ -341,6 +343,14 @@ int main(int argc, char** argv) {
     exit_code = exit_wait_gave_up;
   }
   if (planned->sleep_ms > 0) sleep_ms(planned->sleep_ms);
+  // A second stage: output that comes only once the test says so.
+  if (own_run) {
+    if (const auto text = arg(inv, "fake_then_stdout")) write_all(STDOUT_FILENO, *text);
+    if (const auto gate = arg(inv, "fake_then_wait_for"); gate && !wait_for_file(*gate)) {
+      write_all(STDERR_FILENO, "fake cbsd: gave up waiting for " + *gate + "\n");
+      exit_code = exit_wait_gave_up;
+    }
+  }
 
   const nlohmann::json end = {
       {"event", "end"},

@@ -443,3 +443,93 @@ TEST(JobFiles, ALogdirOfAnotherUserOrWritableByOthersIsRefused) {
 }
 
 } // namespace
+
+namespace {
+
+std::set<std::string> job_names(std::initializer_list<int> ids) {
+  std::set<std::string> names;
+  for (int id : ids)
+    for (const char* suffix : {".cmd", ".out", ".err"}) names.insert(std::to_string(id) + suffix);
+  return names;
+}
+
+// A job of `bytes` bytes in its .out (and one in .cmd and .err).
+void make_job_of_size(const job_files& files, std::uint64_t id, system_clock::time_point when, std::size_t bytes) {
+  write_file(files.cmd_path(id), "x");
+  write_file(files.out_path(id), std::string(bytes, 'o'));
+  write_file(files.err_path(id), "x");
+  for (const std::string& path : {files.cmd_path(id), files.out_path(id), files.err_path(id)}) set_mtime(path, when);
+}
+
+TEST(JobFiles, PruneByBytesRemovesTheOldestButNeverTheNewest) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 0, 2500);
+  auto now = system_clock::now();
+  make_job_of_size(files, 1, now - std::chrono::minutes(3), 1000);
+  make_job_of_size(files, 2, now - std::chrono::minutes(2), 1000);
+  make_job_of_size(files, 3, now - std::chrono::minutes(1), 1000);
+  EXPECT_EQ(files.prune(now), 1u);
+  EXPECT_EQ(names_in(dir.path()), job_names({2, 3}));
+  EXPECT_EQ(files.jobs_counted(), 2u);
+  EXPECT_EQ(files.bytes_counted(), 2004u);
+  // One job alone larger than the bound stays: it is the newest.
+  make_job_of_size(files, 4, now, 5000);
+  EXPECT_EQ(files.prune(now), 2u);
+  EXPECT_EQ(names_in(dir.path()), job_names({4}));
+}
+
+TEST(JobFiles, AddJobHoldsTheBoundsAfterEachJobWithoutAListing) {
+  temporary_directory dir;
+  job_files files(dir.path(), 0, 3, 10000);
+  auto now = system_clock::now();
+  EXPECT_EQ(files.prune(now), 0u);
+  for (int id = 1; id <= 5; ++id) {
+    make_job_of_size(files, id, now + std::chrono::seconds(id), 10);
+    files.add_job(id);
+  }
+  EXPECT_EQ(names_in(dir.path()), job_names({3, 4, 5}));
+  EXPECT_EQ(files.jobs_counted(), 3u);
+  // A large job pushes out older ones by bytes; it is never removed itself.
+  make_job_of_size(files, 6, now + std::chrono::seconds(6), 9980);
+  EXPECT_EQ(files.add_job(6), 2u); // 3 by count, then 4 by bytes
+  EXPECT_EQ(names_in(dir.path()), job_names({5, 6}));
+  // Even when its files are older than the others' (a long run that printed nothing late).
+  make_job_of_size(files, 7, now - day, 9000);
+  EXPECT_EQ(files.add_job(7), 2u);
+  EXPECT_EQ(names_in(dir.path()), job_names({7}));
+  EXPECT_EQ(files.bytes_counted(), 9002u);
+  // An id used again (a broker restarted without binlog) replaces the old count.
+  make_job_of_size(files, 7, now, 100);
+  files.add_job(7);
+  EXPECT_EQ(files.jobs_counted(), 1u);
+  EXPECT_EQ(files.bytes_counted(), 102u);
+}
+
+TEST(CappedOutput, KeepsTheCapThenOneMarkerAndCountsEverything) {
+  temporary_directory dir;
+  const std::string path = dir.path() + "/1.out";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  bs_router::capped_output out(fd, path, 10);
+  out.append("12345");
+  EXPECT_FALSE(out.cut());
+  out.append("67890");
+  EXPECT_FALSE(out.cut()); // exactly the cap: nothing cut
+  out.append("abc");
+  out.append("def");
+  EXPECT_TRUE(out.cut());
+  EXPECT_EQ(out.received(), 16u);
+  EXPECT_TRUE(out.error().empty());
+  ::close(fd);
+  EXPECT_EQ(read_file(path), "1234567890" + bs_router::capped_output::marker(10));
+  EXPECT_NE(bs_router::capped_output::marker(10).find("joblog_max_output_bytes"), std::string::npos);
+}
+
+TEST(CappedOutput, AFailedWriteIsReportedNotThrown) {
+  bs_router::capped_output out(-1, "/nowhere/1.out", 0);
+  EXPECT_NO_THROW(out.append("data"));
+  EXPECT_EQ(out.received(), 4u);
+  EXPECT_NE(out.error().find("/nowhere/1.out"), std::string::npos) << out.error();
+}
+
+} // namespace

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -515,3 +516,45 @@ TEST(ProcessRunner, StartsTheSameWayWhenTheDaemonHasNoStandardDescriptors) {
   EXPECT_TRUE(failed->start_failed);
   EXPECT_EQ(failed->start_error, "exec /nonexistent/cbsd: No such file or directory");
 }
+
+namespace {
+
+TEST(ProcessRunner, SinksGetStdoutAndStderrAsTheyAreRead) {
+  auto spec = shell("echo out; echo err >&2; head -c 100000 /dev/zero");
+  std::string out, err;
+  spec.stdout_sink = [&](std::string_view data) { out.append(data); };
+  spec.stderr_sink = [&](std::string_view data) { err.append(data); };
+  const auto result = run_to_completion(spec);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->exit_code, 0);
+  EXPECT_EQ(out, "out\n" + std::string(100000, '\0'));
+  EXPECT_EQ(err, "err\n");
+  EXPECT_TRUE(result->captured_stdout.empty());
+}
+
+// A process the child leaves behind holding a sink's pipe (a daemon cbsd
+// started) neither blocks nor dies of SIGPIPE when it writes after the run:
+// what it writes is read and dropped, never given to the sink.
+TEST(ProcessRunner, AProcessLeftHoldingASinksPipeCanStillWrite) {
+  char tmpl[] = "/tmp/process_test.XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, gate = dir + "/gate", wrote = dir + "/wrote";
+  asio::io_context io;
+  process_runner runner(io);
+  auto spec = shell("(while [ ! -e " + gate + " ]; do sleep 0.01; done; head -c 200000 /dev/zero; touch " + wrote +
+                    ") & echo started");
+  std::string out;
+  spec.stdout_sink = [&](std::string_view data) { out.append(data); };
+  std::optional<process_result> result;
+  asio::co_spawn(io, runner.run(std::move(spec)), [&](std::exception_ptr error, process_result r) {
+    if (!error) result = std::move(r);
+  });
+  ASSERT_TRUE(run_until(io, [&] { return result.has_value(); }));
+  EXPECT_EQ(out, "started\n");
+  std::ofstream(gate) << "go";
+  EXPECT_TRUE(run_until(io, [&] { return ::access(wrote.c_str(), F_OK) == 0; }));
+  EXPECT_EQ(out, "started\n");
+  std::filesystem::remove_all(dir);
+}
+
+} // namespace

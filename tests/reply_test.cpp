@@ -247,3 +247,39 @@ TEST(Reply, MegabyteInputsAreEncodedQuickly) {
   EXPECT_LE(text.size(), 65535u);
   EXPECT_LT(elapsed, std::chrono::seconds(2)); // linear: a quadratic cut would take minutes
 }
+
+namespace {
+
+// Room for the binlog: beanstalkd 1.12 replays no job longer than
+// max-job-size - 2, and our own bound holds whatever the broker claims.
+TEST(ReplyLimit, LeavesTheBinlogItsTwoBytesAndHoldsOurOwnBound) {
+  EXPECT_EQ(reply_limit("65535", 1048576), 65533u);
+  EXPECT_EQ(reply_limit("4096", 1048576), 4094u);
+  EXPECT_EQ(reply_limit("1073741824", 1048576), 1048576u);
+  EXPECT_EQ(reply_limit("18446744073709551615", 1048576), 1048576u);
+  EXPECT_EQ(reply_limit("99999999999999999999999", 1048576), 1048576u);
+  // Not a number: beanstalkd's default.
+  for (const char* claim : {"-1", "", "12abc", " 100", "1e9"}) EXPECT_EQ(reply_limit(claim, 1048576), 65533u) << claim;
+  EXPECT_EQ(reply_limit("1", 1048576), 0u);
+}
+
+TEST(ReplyLimit, FittingPrefixCountsEscapesAndStopsOnCharacters) {
+  EXPECT_EQ(fitting_prefix("abc", 10), 3u);
+  EXPECT_EQ(fitting_prefix("abc", 2), 2u);
+  EXPECT_EQ(fitting_prefix("a\nb", 2), 1u);          // "\n" takes two bytes
+  EXPECT_EQ(fitting_prefix("a\x01", 6), 1u);         // \u0001 takes six
+  EXPECT_EQ(fitting_prefix("a\x01", 7), 2u);
+  EXPECT_EQ(fitting_prefix("\xC3\xA9x", 1), 0u);     // never half a character
+  EXPECT_EQ(fitting_prefix("\xC3\xA9x", 2), 2u);
+  EXPECT_EQ(fitting_prefix("\xFFx", 3), 1u);         // invalid: one U+FFFD, one byte of input
+  EXPECT_EQ(fitting_prefix("ab\xE2\x9C", 100), 2u);   // cut short by the end: its rest may come
+  EXPECT_EQ(fitting_prefix("ab\xE2\x9Cx", 100), 5u);  // not at the end: invalid, replaced, taken
+  EXPECT_EQ(fitting_prefix("ab\xFF", 100), 3u);       // never a character: taken (as U+FFFD)
+  // What the prefix says fits does fit.
+  const std::string text(5000, '\x02');
+  reply r;
+  r.message = text.substr(0, fitting_prefix(text, 2000));
+  EXPECT_EQ(parsed(encode_reply(r, 4096))["Message"].get<std::string>(), r.message);
+}
+
+} // namespace

@@ -12,6 +12,7 @@
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/claiming_proxy.hpp"
 #include "support/loopback.hpp"
 #include "support/scripted_broker.hpp"
 #include "support/test_pool.hpp"
@@ -348,6 +349,115 @@ TEST(RouterScriptedBroker, ClosesAConnectionThatSendsLinesNobodyAskedFor) {
   for (std::size_t connection = 1; connection <= 2; ++connection) EXPECT_LE(reserves[connection], 2u);
   EXPECT_NE(pool.log_text().find("more than the answers to the commands sent"), std::string::npos);
   EXPECT_TRUE(pool.router_running());
+}
+
+// A broker that takes a gigabyte per job does not make the router hold one:
+// replies, progress ones too, stay within max_reply_bytes.
+TEST(RouterHugeBroker, RepliesStayWithinMaxReplyBytes) {
+  beanstalkd_server::options opts;
+  opts.max_job_size = 1073741824; // beanstalkd's own ceiling
+  beanstalkd_server server(opts);
+  const std::size_t max_reply_bytes = 65536;
+  test_pool pool(server, json{{"progress", true}, {"max_reply_bytes", max_reply_bytes}});
+  pool.start_router();
+  const std::filesystem::path gate = pool.dir() / "gate";
+  const std::size_t printed = 3000000;
+  const auto id = pool.put_job(body{{"Command", "jls"},
+                                    {"CommandArgs", {{"fake_stdout_bytes", printed}, {"fake_wait_for", gate.string()}}}});
+  beanstalk_test_client watcher(server);
+  auto first = watcher.reserve(pool.reply_tube(id), 30s);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_LE(first->body.size(), max_reply_bytes);
+  EXPECT_LT(json::parse(first->body)["Progress"].get<int>(), 100);
+  watcher.delete_job(first->id);
+  std::ofstream(gate) << "go";
+  for (;;) {
+    auto raw = watcher.reserve(pool.reply_tube(id), 30s);
+    ASSERT_TRUE(raw.has_value());
+    EXPECT_LE(raw->body.size(), max_reply_bytes);
+    watcher.delete_job(raw->id);
+    const json reply = json::parse(raw->body);
+    if (reply["Progress"] != 100) continue;
+    EXPECT_EQ(reply["Truncated"], true);
+    EXPECT_EQ(reply["MessageBytes"], printed);
+    EXPECT_EQ(fake_stdout_bytes_text(printed).compare(0, reply["Message"].get<std::string>().size(),
+                                                      reply["Message"].get<std::string>()), 0);
+    break;
+  }
+}
+
+// A broker may claim any max-job-size: the replies, progress ones included,
+// still fit max_reply_bytes (and its binlog), and progress goes on.
+TEST(RouterHugeBroker, AnyClaimOfMaxJobSizeGivesRepliesWithinMaxReplyBytes) {
+  for (const char* claim : {"18446744073709551615", "-1"}) {
+    SCOPED_TRACE(claim);
+    beanstalkd_server::options opts;
+    opts.max_job_size = 1073741824; // would take what the claim allows
+    beanstalkd_server server(opts);
+    claiming_proxy proxy(server.port(), claim);
+    const std::size_t max_reply_bytes = 65536;
+    test_pool pool(server, json{{"progress", true}, {"max_reply_bytes", max_reply_bytes}, {"beanstalkd", {{"uri", proxy.uri()}}}});
+    pool.start_router();
+    const std::filesystem::path gate = pool.dir() / "gate";
+    const auto id = pool.put_job(body{{"Command", "jls"},
+                                      {"CommandArgs", {{"fake_stdout_bytes", 3000000}, {"fake_wait_for", gate.string()}}}});
+    beanstalk_test_client watcher(server);
+    std::size_t progress = 0;
+    for (;;) {
+      auto raw = watcher.reserve(pool.reply_tube(id), 30s);
+      ASSERT_TRUE(raw.has_value()) << "after " << progress << " progress replies";
+      EXPECT_LE(raw->body.size(), max_reply_bytes);
+      watcher.delete_job(raw->id);
+      if (json::parse(raw->body)["Progress"] == 100) break;
+      if (++progress == 2) std::ofstream(gate) << "go"; // live output goes on past the first
+    }
+    EXPECT_EQ(progress, 2u);
+    EXPECT_EQ(pool.log_text().find("stopped"), std::string::npos) << pool.log_text();
+  }
+}
+
+// What each job keeps on disk is capped as it is written, with a marker where
+// it was cut; the reply still says how much cbsd printed.
+TEST_F(RouterTest, PerJobFilesAreCutAtTheirCapWithAMarker) {
+  const std::size_t cap = 20000;
+  test_pool pool(server, json{{"joblog_max_output_bytes", cap}});
+  pool.start_router();
+  const auto id = pool.put_job(
+      body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout_bytes", 300000}, {"fake_stderr", std::string(30000, 'e')}}}});
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["MessageBytes"], 300000);
+  EXPECT_EQ(replies.back()["StderrBytes"], 30000);
+  const std::string marker = "\n[bs_router: output cut here: only the first 20000 bytes are kept (joblog_max_output_bytes)]\n";
+  EXPECT_EQ(read_file(pool.logdir() / (std::to_string(id) + ".out")), fake_stdout_bytes_text(300000).substr(0, cap) + marker);
+  EXPECT_EQ(read_file(pool.logdir() / (std::to_string(id) + ".err")), std::string(cap, 'e') + marker);
+}
+
+// The count and byte bounds of logdir hold after every job, not only at the
+// next periodic pass.
+TEST_F(RouterTest, PerJobFileCountAndBytesHoldAfterEachJob) {
+  const std::uint64_t max_bytes = 250000;
+  test_pool pool(server, json{{"joblog_max_files", 3}, {"joblog_max_bytes", max_bytes}});
+  pool.start_router();
+  const auto on_disk = [&] {
+    std::set<std::string> jobs;
+    std::uint64_t bytes = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(pool.logdir())) {
+      jobs.insert(entry.path().stem().string());
+      bytes += entry.file_size();
+    }
+    return std::pair(jobs.size(), bytes);
+  };
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(pool.put_job(body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout_bytes", i % 2 ? 100000 : 10}}}}));
+    ASSERT_FALSE(pool.wait_final_reply(ids.back()).empty());
+    const auto [jobs, bytes] = on_disk();
+    EXPECT_LE(jobs, 3u) << "after job " << i;
+    EXPECT_LE(bytes, max_bytes) << "after job " << i;
+    EXPECT_TRUE(std::filesystem::exists(pool.logdir() / (std::to_string(ids.back()) + ".out")));
+  }
+  EXPECT_FALSE(std::filesystem::exists(pool.logdir() / (std::to_string(ids[0]) + ".cmd")));
 }
 
 TEST_F(RouterTest, WatchesOnlyItsOwnTube) {

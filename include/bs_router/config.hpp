@@ -44,6 +44,15 @@ struct config {
   std::size_t max_body_bytes = 65536; // job bodies larger than this are refused
   int joblog_max_age_days = 30;      // per-job files older than this are removed (0 = keep)
   int joblog_max_files = 10000;      // at most this many jobs' files kept (0 = no limit)
+  // Bytes of all per-job files in logdir kept at most, the oldest jobs
+  // removed first (0 = no limit).
+  std::uint64_t joblog_max_bytes = 1024ull * 1024 * 1024;
+  // Bytes of cbsd's output kept in each of a job's .out and .err; the rest is
+  // counted, not written, and a marker line says where it was cut (0 = all).
+  std::uint64_t joblog_max_output_bytes = 16ull * 1024 * 1024;
+  // The largest reply put, whatever the broker's max-job-size claims: it
+  // bounds the output the router holds per job.
+  std::size_t max_reply_bytes = 1024 * 1024;
   std::string metrics_listen;        // "host:port" for /metrics, empty = off
   std::string metrics_host;          // parsed from metrics_listen (brackets of IPv6 removed)
   std::uint16_t metrics_port = 0;    // parsed from metrics_listen, 0 when off

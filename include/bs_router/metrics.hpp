@@ -15,6 +15,8 @@
 #include <string>
 #include <string_view>
 
+#include "bs_router/spawn.hpp"
+
 namespace bs_router {
 
 // What the router counts. Owned by the router and touched only from its event
@@ -119,6 +121,9 @@ class metrics_server {
 
   // Time a connection may take from accept to close. Set before start().
   void set_connection_deadline(std::chrono::steady_clock::duration d);
+  // Told when the listener's or a connection's coroutine dies of an
+  // exception (it is never silent). Set before start().
+  void set_failure_report(failure_report report);
 
  private:
   struct shared_state;

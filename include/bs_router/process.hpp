@@ -2,7 +2,8 @@
 // Runs child processes, never through a shell, on the event loop: started by
 // posix_spawn where the platform has chdir and closefrom file actions (glibc
 // 2.34, FreeBSD 13.1), else by fork/exec; reaped through a SIGCHLD
-// signal_set, never by a thread per child.
+// signal_set, never by a thread per child. Output the caller wants to see
+// comes through pipes read on the same event loop.
 // The runner and its io_context are used from one thread. Children are waited
 // for by pid, so children that other code starts are left for it to reap.
 
@@ -13,9 +14,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -30,6 +33,15 @@ struct process_spec {
   std::size_t capture_limit = 64 * 1024; // captured stdout kept; the rest is read and dropped
   std::chrono::milliseconds timeout{0};   // 0 = none; then SIGTERM to the process group
   std::chrono::milliseconds kill_grace{10000}; // after SIGTERM, SIGKILL to the group
+  // When set, the child's stdout (stderr) is a pipe that the runner drains on
+  // the event loop, handing each chunk here as it is read; stdout_fd
+  // (stderr_fd) is then not used. A sink must not throw (one that does is
+  // called no more). It is not called once run() has completed: output that
+  // comes later, from a process the child left behind holding the pipe, is
+  // read and dropped until that process closes it, so that it neither blocks
+  // on a full pipe nor dies of SIGPIPE.
+  std::function<void(std::string_view)> stdout_sink;
+  std::function<void(std::string_view)> stderr_sink;
 };
 
 struct process_result {

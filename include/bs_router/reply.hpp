@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace bs_router {
 
@@ -37,5 +38,22 @@ struct reply {
 // UTF-8 is replaced by U+FFFD, and cuts fall on character boundaries.
 // max_bytes below 1024 is treated as 1024.
 std::string encode_reply(const reply& r, std::size_t max_bytes);
+
+// beanstalkd 1.12 takes a put of exactly max-job-size bytes, but on restart
+// its binlog replay refuses every job longer than max-job-size - 2 (it counts
+// the trailing \r\n) and drops all later jobs of that binlog file with it.
+inline constexpr std::size_t binlog_replay_margin = 2;
+
+// The largest reply to put on a broker whose `stats` said max-job-size is
+// `claimed`: what its binlog can replay, and never more than our own
+// max_reply_bytes, whatever it claims. A claim that is not a decimal number
+// counts as beanstalkd's default (65535).
+std::size_t reply_limit(std::string_view claimed, std::size_t max_reply_bytes);
+
+// How many bytes at the start of `text` go into a reply's Message within
+// max_bytes of JSON string content (escapes and replaced invalid UTF-8
+// counted), ending on a character boundary. A character that the end of
+// text cuts short is left out: the rest of it may still come.
+std::size_t fitting_prefix(std::string_view text, std::size_t max_bytes);
 
 } // namespace bs_router

@@ -33,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/logger.h>
@@ -46,6 +47,7 @@
 #include "bs_router/metrics.hpp"
 #include "bs_router/process.hpp"
 #include "bs_router/reply.hpp"
+#include "bs_router/spawn.hpp"
 
 namespace bs_router {
 
@@ -88,10 +90,11 @@ class router {
   bool has_room(const std::string& jname) const;
   boost::asio::awaitable<void> execute(job_ptr job);
   boost::asio::awaitable<reply> run_cbsd(const job_ptr& job);
-  boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args, int stderr_fd);
+  boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args,
+                                                             std::function<void(std::string_view)> stderr_sink);
   boost::asio::awaitable<bool> publish(const job_ptr& job);
   boost::asio::awaitable<void> publish_live_output(const job_ptr& job);
-  boost::asio::awaitable<void> watch_output(job_ptr job, std::string path, std::shared_ptr<bool> run_over);
+  boost::asio::awaitable<void> watch_output(job_ptr job, int fd, std::shared_ptr<bool> run_over);
   boost::asio::awaitable<bool> still_in_broker(beanstalk::connection& conn, const journal_entry& entry,
                                                const std::string* body);
 
@@ -109,6 +112,7 @@ class router {
   void record_not_started(const job_ptr& job);
   boost::asio::awaitable<void> make_durable(std::uint64_t sequence);
   std::string render_metrics();
+  failure_report log_failure() const;
 
   boost::asio::io_context& io_;
   config cfg_;
@@ -119,7 +123,9 @@ class router {
   process_runner runner_;
   beanstalk::connection worker_;
   beanstalk::connection publisher_;
-  std::size_t max_job_size_ = beanstalk::default_max_job_size;
+  // The largest reply to put: the broker's max-job-size less what its binlog
+  // needs, within max_reply_bytes (see reply_limit). Read at each connect.
+  std::size_t reply_limit_;
   std::uint64_t publisher_epoch_ = 1; // counts the publisher's connections
 
   std::map<std::uint64_t, job_ptr> in_flight_;           // every job taken and not yet answered
