@@ -12,6 +12,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <string_view>
 
 #include <fcntl.h>
@@ -152,6 +153,33 @@ class config_object {
     if (auto value = optional_integer(name, min, max)) target = static_cast<int>(*value);
   }
 
+  // An array of plain names (is_plain_name), e.g. the command names of
+  // "commands"; `what` names what they are, for the message. Repeated names
+  // count once.
+  std::optional<std::set<std::string, std::less<>>> optional_name_list(const std::string& name,
+                                                                       const std::string& what) {
+    const json* value = find(name);
+    if (!value) return std::nullopt;
+    return name_list(name, *value, what);
+  }
+
+  std::set<std::string, std::less<>> name_list(const std::string& name, const json& value, const std::string& what) {
+    if (!value.is_array()) fail(name, "expected an array of " + what + "s, got " + value.type_name());
+    std::set<std::string, std::less<>> names;
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      const json& element = value[i];
+      const std::string where = name + "[" + std::to_string(i) + "]";
+      if (!element.is_string()) fail(where, "expected a " + what + ", got " + element.type_name());
+      const std::string& text = element.get_ref<const std::string&>();
+      // dump() quotes it safely, control characters and all.
+      if (!is_plain_name(text))
+        fail(where, element.dump(-1, ' ', false, json::error_handler_t::replace) + " is not a " + what +
+                        " (1 to 64 characters from A-Z a-z 0-9 _ . -, not starting with . or -)");
+      names.insert(text);
+    }
+    return names;
+  }
+
   // A sub-object; missing is an error only when the caller says so.
   std::optional<config_object> optional_object(const std::string& name) {
     const json* value = find(name);
@@ -270,6 +298,33 @@ void read_output_bounds(config_object& object, config& cfg) {
     cfg.joblog_max_output_bytes = static_cast<std::uint64_t>(*bytes);
 }
 
+// Who may run what (job_policy.hpp). Absent keys leave today's behaviour:
+// every command; values with $ ` \ refused.
+void read_policy(config_object& object, config& cfg) {
+  job_policy& policy = cfg.policy;
+  policy.commands = object.optional_name_list("commands", "command name");
+  if (auto denied = object.optional_name_list("deny_commands", "command name")) policy.deny_commands = *denied;
+  if (policy.commands) {
+    for (const std::string& name : policy.deny_commands)
+      if (policy.commands->count(name))
+        object.fail("deny_commands", "\"" + name + "\" is also in commands: a command is either accepted or denied");
+    if (policy.commands->empty())
+      cfg.warnings.push_back(cfg.source + ": commands is empty: every job is refused");
+  }
+  if (const json* unsafe = object.find("allow_unsafe_values")) {
+    if (unsafe->is_boolean())
+      policy.unsafe_values_everywhere = unsafe->get<bool>();
+    else if (unsafe->is_array())
+      policy.unsafe_value_keys = object.name_list("allow_unsafe_values", *unsafe, "key name");
+    else
+      object.fail("allow_unsafe_values",
+                  std::string("expected true, false or an array of key names, got ") + unsafe->type_name());
+    if (policy.unsafe_values_everywhere || !policy.unsafe_value_keys.empty())
+      cfg.warnings.push_back(cfg.source + ": allow_unsafe_values: values with $ ` \\ reach cbsd, which evaluates "
+                                          "them as root: anyone who can put a job can run any command");
+  }
+}
+
 void read_new_keys(config_object& object, config& cfg) {
   if (auto path = object.optional_string("cbsd_path")) {
     if (!is_absolute_path(*path)) object.fail("cbsd_path", "expected an absolute path, got \"" + *path + "\"");
@@ -300,6 +355,7 @@ void read_new_keys(config_object& object, config& cfg) {
     cfg.metrics_host = address->host;
     cfg.metrics_port = address->port;
   }
+  read_policy(object, cfg);
 }
 
 // Command-line values stand in for missing or empty ones in the file (the Go

@@ -1,5 +1,7 @@
 #include "bs_router/lookup.hpp"
 
+#include "bs_router/job_policy.hpp"
+
 namespace bs_router {
 
 std::string get_command_for(const std::optional<std::string>& emulator) {
@@ -12,6 +14,10 @@ std::string get_command_for(const std::optional<std::string>& emulator) {
 std::vector<lookup> lookups_for(const job_request& job) {
   std::vector<lookup> out;
   if (!job.jname) return out;
+  // cbsd would evaluate such a jname (find_evaluated_char) as root. A job
+  // runs with one only where the config lets it through; the router's own
+  // look-ups never pass it on, whatever the config says.
+  if (find_evaluated_char(*job.jname) != std::string::npos) return out;
   const std::string jname_arg = "jname=" + *job.jname;
 
   out.push_back({lookup_field::guid, {get_command_for(job.emulator), jname_arg, "mode=quiet", "vm_zfs_guid"}});

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bs_router/escape.hpp"
+#include "bs_router/job_policy.hpp"
 #include "bs_router/lookup.hpp"
 #include "bs_router/reply.hpp"
 #include "bs_router/spawn.hpp"
@@ -450,6 +451,13 @@ awaitable<bool> router::is_new(const beanstalk::job& reserved) {
 void router::take(beanstalk::job reserved, intake& batch) {
   const std::uint64_t id = reserved.id;
   decode_result decoded = decode_job(reserved.body, limits_);
+  // The one place a job is refused: bad input, or not allowed on this pool.
+  std::optional<job_refusal> refusal;
+  if (!decoded.job)
+    refusal = job_refusal{router_errcode::bad_input, std::move(decoded.error)};
+  else
+    refusal = check_job(*decoded.job, cfg_.policy);
+  if (refusal) decoded.job.reset();
   if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
   auto job = std::make_shared<job_state>();
   job->entry.job_id = id;
@@ -460,12 +468,12 @@ void router::take(beanstalk::job reserved, intake& batch) {
   in_flight_[id] = job;
   batch.jobs.push_back(job);
 
-  if (!job->request) {
-    log_->warn("job {}: refused: {}", id, loggable(decoded.error));
+  if (refusal) {
+    log_->warn("job {}: refused: {}", id, loggable(refusal->reason));
     reply r;
     r.job_id = id;
-    r.err_code = router_errcode::bad_input;
-    r.message = "bs_router: bad job: " + decoded.error;
+    r.err_code = refusal->err_code;
+    r.message = refusal->message();
     job->entry.state = journal_state::finished;
     job->entry.result = r;
   } else {
@@ -597,7 +605,7 @@ awaitable<void> router::accept(beanstalk::job reserved) {
     if (!buried[i]) {
       unsure.push_back(job);
     } else if (job->entry.state == journal_state::finished) {
-      metrics_.job_finished("bad_input", -1);
+      metrics_.job_finished("bad_input", -1); // refused: bad input or not allowed
       outbox_.push_back(job);
       outbox_changed_.notify();
     } else {

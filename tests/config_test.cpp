@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -608,6 +611,138 @@ TEST(Config, OutputBoundsHaveDefaultsAndRanges) {
     json wrong = sample();
     wrong[key] = value;
     EXPECT_EQ(error_of(wrong).rfind(std::string("pool1.json: ") + key + ": ", 0), 0u) << error_of(wrong);
+  }
+}
+
+// --- who may run what (job_policy.hpp) ---------------------------------------
+
+TEST(Config, PolicyDefaultsAllowEveryCommandAndRefuseEvaluatedValues) {
+  config cfg = parse(sample());
+  EXPECT_FALSE(cfg.policy.commands.has_value());
+  EXPECT_TRUE(cfg.policy.deny_commands.empty());
+  EXPECT_FALSE(cfg.policy.unsafe_values_everywhere);
+  EXPECT_TRUE(cfg.policy.unsafe_value_keys.empty());
+  json document = sample();
+  document["commands"] = nullptr; // null is "not given", as for every key
+  EXPECT_FALSE(parse(document).policy.commands.has_value());
+}
+
+TEST(Config, PolicyKeysAreRead) {
+  json document = sample();
+  document["commands"] = {"jstart", "jstop", "jstart", "bhyve-dsk", "vm_1.x"};
+  document["deny_commands"] = {"jexec"};
+  config cfg = parse(document);
+  ASSERT_TRUE(cfg.policy.commands.has_value());
+  EXPECT_EQ(*cfg.policy.commands, (std::set<std::string, std::less<>>{"bhyve-dsk", "jstart", "jstop", "vm_1.x"}));
+  EXPECT_EQ(cfg.policy.deny_commands, (std::set<std::string, std::less<>>{"jexec"}));
+  EXPECT_TRUE(cfg.warnings.empty());
+
+  document = sample();
+  document["allow_unsafe_values"] = true;
+  cfg = parse(document);
+  EXPECT_TRUE(cfg.policy.unsafe_values_everywhere);
+  ASSERT_EQ(cfg.warnings.size(), 1u); // dangerous: said at every start
+  EXPECT_NE(cfg.warnings[0].find("pool1.json: allow_unsafe_values: "), std::string::npos) << cfg.warnings[0];
+
+  document["allow_unsafe_values"] = json::array({"cmd", "comment"});
+  cfg = parse(document);
+  EXPECT_FALSE(cfg.policy.unsafe_values_everywhere);
+  EXPECT_EQ(cfg.policy.unsafe_value_keys, (std::set<std::string, std::less<>>{"cmd", "comment"}));
+  EXPECT_EQ(cfg.warnings.size(), 1u);
+
+  document["allow_unsafe_values"] = false;
+  cfg = parse(document);
+  EXPECT_FALSE(cfg.policy.unsafe_values_everywhere);
+  EXPECT_TRUE(cfg.warnings.empty());
+}
+
+TEST(Config, PolicyTypeErrorsNameTheFileAndTheKey) {
+  struct example {
+    const char* key;
+    json value;
+    const char* error;
+  };
+  const example examples[] = {
+      {"commands", "jstart", "pool1.json: commands: expected an array of command names, got string"},
+      {"commands", json::object(), "pool1.json: commands: expected an array of command names, got object"},
+      {"commands", true, "pool1.json: commands: expected an array of command names, got boolean"},
+      {"commands", {"jstart", 5}, "pool1.json: commands[1]: expected a command name, got number"},
+      {"commands", {"jstart", nullptr}, "pool1.json: commands[1]: expected a command name, got null"},
+      {"commands", {"jls; reboot"},
+       "pool1.json: commands[0]: \"jls; reboot\" is not a command name (1 to 64 characters from A-Z a-z 0-9 _ . -, "
+       "not starting with . or -)"},
+      {"commands", {""},
+       "pool1.json: commands[0]: \"\" is not a command name (1 to 64 characters from A-Z a-z 0-9 _ . -, not "
+       "starting with . or -)"},
+      {"deny_commands", "jexec", "pool1.json: deny_commands: expected an array of command names, got string"},
+      {"deny_commands", {"-rf"},
+       "pool1.json: deny_commands[0]: \"-rf\" is not a command name (1 to 64 characters from A-Z a-z 0-9 _ . -, "
+       "not starting with . or -)"},
+      {"allow_unsafe_values", "yes",
+       "pool1.json: allow_unsafe_values: expected true, false or an array of key names, got string"},
+      {"allow_unsafe_values", 1,
+       "pool1.json: allow_unsafe_values: expected true, false or an array of key names, got number"},
+      {"allow_unsafe_values", {"cmd", false}, "pool1.json: allow_unsafe_values[1]: expected a key name, got boolean"},
+      {"allow_unsafe_values", {"a b"},
+       "pool1.json: allow_unsafe_values[0]: \"a b\" is not a key name (1 to 64 characters from A-Z a-z 0-9 _ . -, "
+       "not starting with . or -)"},
+  };
+  for (const example& e : examples) {
+    json document = sample();
+    document[e.key] = e.value;
+    EXPECT_EQ(error_of(document), e.error) << e.key << " = " << e.value.dump();
+  }
+}
+
+TEST(Config, ACommandBothAllowedAndDeniedIsAnError) {
+  json document = sample();
+  document["commands"] = {"jstart", "jexec"};
+  document["deny_commands"] = {"jexec"};
+  EXPECT_EQ(error_of(document),
+            "pool1.json: deny_commands: \"jexec\" is also in commands: a command is either accepted or denied");
+}
+
+TEST(Config, AnEmptyCommandListIsAWarning) {
+  json document = sample();
+  document["commands"] = json::array();
+  config cfg = parse(document);
+  ASSERT_TRUE(cfg.policy.commands.has_value());
+  EXPECT_TRUE(cfg.policy.commands->empty());
+  ASSERT_EQ(cfg.warnings.size(), 1u);
+  EXPECT_EQ(cfg.warnings[0], "pool1.json: commands is empty: every job is refused");
+}
+
+// The samples accept what the example scripts send (docs/examples/*/*.sh:
+// the word after the client's options is the command).
+TEST(Config, SamplesAcceptEveryCommandOfTheExampleScripts) {
+  const std::string source = BS_ROUTER_SOURCE_DIR;
+  std::set<std::string> sent;
+  for (const char* kind : {"jail", "bhyve"}) {
+    for (const auto& entry : std::filesystem::directory_iterator(source + "/docs/examples/" + kind)) {
+      std::ifstream in(entry.path());
+      std::string line;
+      bool next_is_command = false;
+      while (std::getline(in, line)) {
+        if (next_is_command) {
+          std::istringstream words(line);
+          std::string command;
+          words >> command;
+          sent.insert(command);
+          next_is_command = false;
+        }
+        next_is_command = line.find("\"$client\" -config") != std::string::npos;
+      }
+    }
+  }
+  EXPECT_EQ(sent, (std::set<std::string>{"bcreate", "bls", "bremove", "bstart", "bstop", "jcreate", "jls", "jremove",
+                                         "jstart", "jstop"}));
+  for (const char* sample_file : {"/config/pool1.json", "/config/pool2.json"}) {
+    config cfg = load_config(source + sample_file);
+    ASSERT_TRUE(cfg.policy.commands.has_value()) << sample_file;
+    for (const std::string& command : sent) EXPECT_EQ(cfg.policy.commands->count(command), 1u) << sample_file << " " << command;
+    // What an attacker tried first: none of it is in the samples.
+    for (const char* command : {"jexec", "initenv", "jconstruct-tui", "bexec", "pkg", "sysrc"})
+      EXPECT_EQ(cfg.policy.commands->count(command), 0u) << sample_file << " " << command;
   }
 }
 

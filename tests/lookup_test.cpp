@@ -103,3 +103,14 @@ TEST(Lookup, VncAddressNeedsBothParts) {
   EXPECT_EQ(vnc_address(std::string("127.0.0.1"), std::nullopt), "");
   EXPECT_EQ(vnc_address(std::nullopt, std::nullopt), "");
 }
+
+// cbsd would evaluate $ ` \ in the jname: the look-ups never hand it on, even
+// when the config let the job itself run with it.
+TEST(Lookup, NothingForAJnameCbsdWouldEvaluate) {
+  for (const char* body : {R"j({"Command":"bstart","CommandArgs":{"jname":"$(reboot)"}})j",
+                           R"({"Command":"bstart","CommandArgs":{"jname":"`id`"}})",
+                           R"({"Command":"bstart","CommandArgs":{"jname":"vm\\1"}})",
+                           R"({"Command":"jstart","CommandArgs":{"jname":"a$b","emulator":"jail"}})"})
+    EXPECT_TRUE(lookups_for(job_of(body)).empty()) << body;
+  EXPECT_EQ(lookups_for(job_of(R"({"Command":"bstart","CommandArgs":{"jname":"vm1","x":"$y"}})")).size(), 4u);
+}

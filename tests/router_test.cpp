@@ -159,7 +159,8 @@ TEST_F(RouterTest, LookupCountsOnlyWhenItPrintsExactlyOneLine) {
 }
 
 TEST_F(RouterTest, ValuesReachCbsdByteForByteAndNoShellRuns) {
-  test_pool pool(server);
+  // $ ` \ are refused unless let through (see ValuesCbsdWouldEvaluateAreRefused...).
+  test_pool pool(server, json{{"allow_unsafe_values", true}});
   pool.start_router();
   const std::string marker = (pool.dir() / "INJECTED").string();
   const std::vector<std::string> values = {
@@ -688,6 +689,141 @@ TEST_F(RouterTest, SigtermExitsZero) {
   test_pool pool(server);
   pool.start_router();
   EXPECT_EQ(pool.stop_router(), 0);
+}
+
+// --- who may run what --------------------------------------------------------
+
+// Every cbsd the router started, job runs and look-ups alike.
+std::size_t cbsd_starts(const test_pool& pool) {
+  std::size_t n = 0;
+  for (const json& record : pool.records())
+    if (record.value("event", "") == "start") ++n;
+  return n;
+}
+
+TEST_F(RouterTest, CommandsOutsideTheAllowListGet1005AndNothingRuns) {
+  test_pool pool(server, json{{"commands", {"jstart", "jls"}}});
+  pool.start_router();
+  for (const char* body : {R"({"Command":"jexec","CommandArgs":{"jname":"j1","cmd":"/bin/sh -c 'id; reboot'"}})",
+                           R"({"Command":"jremove","CommandArgs":{"jname":"j1"}})",
+                           R"({"Command":"initenv"})", R"({"Command":"JSTART","CommandArgs":{"jname":"j1"}})"}) {
+    const auto id = pool.put_job(std::string(body));
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty()) << body;
+    const json& reply = replies.back();
+    EXPECT_EQ(reply["ErrCode"], 1005) << body;
+    const std::string command = json::parse(body)["Command"];
+    EXPECT_EQ(reply["Message"], "bs_router: command \"" + command + "\" is not allowed on this pool (not in commands)");
+    EXPECT_EQ(reply["Progress"], 100);
+    EXPECT_EQ(reply["Guid"], "0");
+    EXPECT_EQ(reply["DskGuid"], "0");
+    EXPECT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); })) << body;
+  }
+  EXPECT_EQ(cbsd_starts(pool), 0u); // neither the jobs nor their look-ups
+  EXPECT_NE(pool.log_text().find("refused: command \"jexec\" is not allowed on this pool"), std::string::npos);
+
+  // Still serving, and what is listed runs.
+  const auto id = pool.put_job(R"({"Command":"jstart","CommandArgs":{"jname":"j1"}})");
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(pool.runs_of("jstart").size(), 1u);
+  EXPECT_EQ(cbsd_starts(pool), 3u); // jstart and its two look-ups
+}
+
+TEST_F(RouterTest, DeniedCommandsGet1005AndNothingRuns) {
+  test_pool pool(server, json{{"deny_commands", {"jexec", "initenv"}}});
+  pool.start_router();
+  for (const char* body : {R"({"Command":"jexec","CommandArgs":{"jname":"j1","cmd":"id"}})", R"({"Command":"initenv"})"}) {
+    const auto id = pool.put_job(std::string(body));
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty()) << body;
+    EXPECT_EQ(replies.back()["ErrCode"], 1005) << body;
+    const std::string command = json::parse(body)["Command"];
+    EXPECT_EQ(replies.back()["Message"],
+              "bs_router: command \"" + command + "\" is not allowed on this pool (deny_commands)");
+  }
+  EXPECT_EQ(cbsd_starts(pool), 0u);
+  const auto id = pool.put_job(R"({"Command":"jls"})"); // not denied: runs, as without the key
+  ASSERT_FALSE(pool.wait_final_reply(id).empty());
+  EXPECT_EQ(pool.runs_of("jls").size(), 1u);
+}
+
+TEST_F(RouterTest, ValuesCbsdWouldEvaluateAreRefusedAndNothingRuns) {
+  test_pool pool(server);
+  pool.start_router();
+  const std::string marker = (pool.dir() / "INJECTED").string();
+  struct example {
+    std::string key, value, why;
+  };
+  const std::vector<example> examples = {
+      {"cmd", "$(touch " + marker + ")", "'$'"},
+      {"cmd", "`touch " + marker + "`", "'`'"},
+      {"comment", "back\\slash", "'\\'"},
+      {"jname", "`touch " + marker + "`", "'`'"},
+      {"jname", "vm$(id)", "'$'"},
+      {"jname", "vm\\1", "'\\'"},
+  };
+  for (const example& e : examples) {
+    json args = json::object();
+    if (e.key != "jname") args["jname"] = "vm1";
+    args[e.key] = e.value;
+    const auto id = pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", args}});
+    auto replies = pool.wait_final_reply(id);
+    ASSERT_FALSE(replies.empty()) << e.value;
+    const json& reply = replies.back();
+    EXPECT_EQ(reply["ErrCode"], 1000) << e.value;
+    const std::string message = reply["Message"];
+    EXPECT_EQ(message.rfind("bs_router: bad job: CommandArgs." + e.key + ": the value has " + e.why, 0), 0u) << message;
+    EXPECT_NE(message.find("which cbsd evaluates as root"), std::string::npos) << message;
+    EXPECT_EQ(reply["Guid"], "0");
+    EXPECT_EQ(reply["Vnc"], "");
+  }
+  EXPECT_EQ(cbsd_starts(pool), 0u); // no run, no look-up
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+TEST_F(RouterTest, WithTheOptOutValuesReachCbsdButLookUpsNeverGetSuchAJname) {
+  test_pool pool(server, json{{"allow_unsafe_values", true}});
+  pool.start_router();
+  const std::string jname = "vm`id`";
+  const auto id = pool.put_job(body{{"Command", "bstart"}, {"CommandArgs", {{"jname", jname}, {"x", "$y\\z"}}}});
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty());
+  const json& reply = replies.back();
+  EXPECT_EQ(reply["ErrCode"], 0);
+  // No look-up asked: the fields say "nothing known".
+  EXPECT_EQ(reply["Guid"], "0");
+  EXPECT_EQ(reply["DskGuid"], "0");
+  EXPECT_EQ(reply["Vnc"], "");
+  auto runs = pool.runs_of("bstart");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["argv"], json::array({FAKE_CBSD_PATH, "bstart", "jname=" + jname, "x=$y\\z"}));
+  EXPECT_EQ(cbsd_starts(pool), 1u);
+  EXPECT_NE(pool.log_text().find("allow_unsafe_values"), std::string::npos); // warned at start
+}
+
+TEST_F(RouterTest, TheOptOutForListedKeysLetsOnlyThoseThrough) {
+  test_pool pool(server, json{{"allow_unsafe_values", {"cmd"}}});
+  pool.start_router();
+  const auto allowed = pool.put_job(body{{"Command", "jexec"}, {"CommandArgs", {{"jname", "j1"}, {"cmd", "echo $HOME"}}}});
+  auto replies = pool.wait_final_reply(allowed);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(replies.back()["Guid"], "bget-guid-j1"); // a plain jname: look-ups as always
+  auto runs = pool.runs_of("jexec");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0]["argv"], json::array({FAKE_CBSD_PATH, "jexec", "jname=j1", "cmd=echo $HOME"}));
+
+  const std::size_t before = cbsd_starts(pool);
+  for (const body& b : {body{{"Command", "jexec"}, {"CommandArgs", {{"jname", "$(id)"}, {"cmd", "id"}}}},
+                        body{{"Command", "jexec"}, {"CommandArgs", {{"jname", "j1"}, {"user", "`id`"}}}}}) {
+    const auto id = pool.put_job(b);
+    auto refused = pool.wait_final_reply(id);
+    ASSERT_FALSE(refused.empty());
+    EXPECT_EQ(refused.back()["ErrCode"], 1000) << b.dump();
+  }
+  EXPECT_EQ(cbsd_starts(pool), before);
 }
 
 } // namespace

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "bs_router/job_policy.hpp"
+
 namespace bs_router {
 
 struct beanstalkd_config {
@@ -56,6 +58,9 @@ struct config {
   std::string metrics_listen;        // "host:port" for /metrics, empty = off
   std::string metrics_host;          // parsed from metrics_listen (brackets of IPv6 removed)
   std::uint16_t metrics_port = 0;    // parsed from metrics_listen, 0 when off
+  // "commands", "deny_commands" (arrays of plain names; a name in both is an
+  // error) and "allow_unsafe_values" (true, false or an array of key names).
+  job_policy policy;
 
   std::vector<std::string> warnings; // unknown keys, deprecated forms: logged, not fatal
 };

@@ -21,7 +21,9 @@ struct lookup {
 // "jail" -> jget, "qemu" -> qget, "xen" -> xget, anything else -> bget.
 std::string get_command_for(const std::optional<std::string>& emulator);
 
-// Nothing without jname. With jname: guid and dsk_guid; for bstart also
+// Nothing without jname, nor when jname holds a character cbsd evaluates
+// ($ ` \: see find_evaluated_char), whatever the config allows: then Guid and
+// DskGuid stay "0" and Vnc "". With jname: guid and dsk_guid; for bstart also
 // vnc_bind and vnc_port.
 std::vector<lookup> lookups_for(const job_request& job);
 

@@ -15,6 +15,7 @@ inline constexpr int start_failed = 1001;  // cbsd could not be started (exec fa
 inline constexpr int timed_out = 1002;     // the run passed its timeout and was killed
 inline constexpr int interrupted = 1003;   // the router stopped during the run; outcome unknown
 inline constexpr int killed = 1004;        // cbsd ended by a signal
+inline constexpr int not_allowed = 1005;   // the Command is not accepted on this pool; nothing ran
 } // namespace router_errcode
 
 struct reply {
