@@ -712,7 +712,7 @@ TEST(Config, AnEmptyCommandListIsAWarning) {
   EXPECT_EQ(cfg.warnings[0], "pool1.json: commands is empty: every job is refused");
 }
 
-// The samples accept what the example scripts send (docs/examples/*/*.sh:
+// The samples accept what the example scripts and cbsd-mq-api send (docs/examples/*/*.sh:
 // the word after the client's options is the command).
 TEST(Config, SamplesAcceptEveryCommandOfTheExampleScripts) {
   const std::string source = BS_ROUTER_SOURCE_DIR;
@@ -740,6 +740,9 @@ TEST(Config, SamplesAcceptEveryCommandOfTheExampleScripts) {
     config cfg = load_config(source + sample_file);
     ASSERT_TRUE(cfg.policy.commands.has_value()) << sample_file;
     for (const std::string& command : sent) EXPECT_EQ(cfg.policy.commands->count(command), 1u) << sample_file << " " << command;
+    // cbsd-mq-api's default script names (its -runscript_* and *_script flags).
+    for (const char* command : {"jail-api", "vm-api", "control-api", "k8world"})
+      EXPECT_EQ(cfg.policy.commands->count(command), 1u) << sample_file << " " << command;
     // What an attacker tried first: none of it is in the samples.
     for (const char* command : {"jexec", "initenv", "jconstruct-tui", "bexec", "pkg", "sysrc"})
       EXPECT_EQ(cfg.policy.commands->count(command), 0u) << sample_file << " " << command;
