@@ -10,13 +10,16 @@
 #include <charconv>
 #include <chrono>
 #include <ctime>
+#include <limits>
 #include <set>
+#include <system_error>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include "bs_router/escape.hpp"
 #include "bs_router/lookup.hpp"
 #include "bs_router/reply.hpp"
+#include "bs_router/signature.hpp"
 
 namespace bs_router {
 
@@ -80,9 +83,20 @@ struct router::job_state {
   std::uint64_t publisher_epoch = 0;
   // The journal append that recorded its latest state (see make_durable).
   std::uint64_t journal_sequence = 0;
+  // The key of a signed job whose signature held: its replies are signed
+  // with it. Empty: replies unsigned (an unsigned job, or a forged one).
+  std::string reply_key_id;
 };
 
 namespace {
+
+// Closes a file descriptor when its user is done, however it ends.
+struct fd_closer {
+  int fd = -1;
+  ~fd_closer() {
+    if (fd >= 0) ::close(fd);
+  }
+};
 
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -141,6 +155,14 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
       shutdown_timer_(io),
       prune_timer_(io) {
   limits_.max_body_bytes = cfg_.max_body_bytes;
+  if (!cfg_.job_keys.empty()) {
+    // The journal has made the statedir; the replay memory works inside it.
+    const int dir = ::open(cfg_.statedir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir < 0) throw std::system_error(errno, std::generic_category(), "open " + cfg_.statedir);
+    fd_closer close_dir{dir};
+    replay_guard_ = std::make_unique<replay_guard>(dir, static_cast<std::size_t>(cfg_.max_remembered_signatures),
+                                                   unix_now());
+  }
 }
 
 router::~router() = default;
@@ -192,7 +214,11 @@ void router::recover() {
   for (journal_entry& entry : entries) {
     auto job = std::make_shared<job_state>();
     job->entry = std::move(entry);
-    decode_result decoded = decode_job(job->entry.body, limits_);
+    // Taken before, so not refused now whatever its Expires says; its
+    // replies are signed when its signature still holds.
+    const opened_job opened = open_job(job->entry.body, cfg_.job_keys, 0, std::numeric_limits<std::int64_t>::max());
+    if (opened.check == job_check::good) job->reply_key_id = opened.key_id;
+    decode_result decoded = decode_job(peel_job(job->entry.body).job, limits_);
     job->request = decoded.job;
     if (job->request && job->request->jname) job->jname = *job->request->jname;
     in_flight_[job->entry.job_id] = job;
@@ -442,9 +468,29 @@ awaitable<bool> router::is_new(const beanstalk::job& reserved) {
 // running straight away: one journal write fewer on the common path.
 void router::take(beanstalk::job reserved, intake& batch) {
   const std::uint64_t id = reserved.id;
-  decode_result decoded = decode_job(reserved.body, limits_);
+  const std::int64_t now = unix_now();
+  const opened_job opened = open_job(reserved.body, cfg_.job_keys, now, cfg_.max_signed_job_lifetime);
+  std::optional<std::pair<int, std::string>> refused;
+  switch (opened.check) {
+    case job_check::unsigned_job:
+      if (cfg_.require_signed_jobs)
+        refused.emplace(router_errcode::unsigned_job, "bs_router: refused: this pool takes signed jobs only");
+      break;
+    case job_check::good: break;
+    case job_check::bad_signature:
+      refused.emplace(router_errcode::bad_signature, "bs_router: refused: bad signature: " + opened.problem);
+      break;
+    case job_check::expired:
+    case job_check::too_far:
+      refused.emplace(router_errcode::expired, "bs_router: refused: " + opened.problem);
+      break;
+  }
+  decode_result decoded = refused ? decode_result{} : decode_job(opened.job, limits_);
   if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
+  // Remembered only once it is really taken (not sent back until its turn).
+  if (decoded.job && opened.check == job_check::good) refused = admit_signed(opened, id, now);
   auto job = std::make_shared<job_state>();
+  if (opened.check != job_check::bad_signature) job->reply_key_id = opened.key_id;
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
   job->entry.reserved_at = unix_now();
@@ -453,12 +499,13 @@ void router::take(beanstalk::job reserved, intake& batch) {
   in_flight_[id] = job;
   batch.jobs.push_back(job);
 
+  if (refused) job->request.reset();
   if (!job->request) {
-    log_->warn("job {}: refused: {}", id, loggable(decoded.error));
+    log_->warn("job {}: refused: {}", id, loggable(refused ? refused->second : decoded.error));
     reply r;
     r.job_id = id;
-    r.err_code = router_errcode::bad_input;
-    r.message = "bs_router: bad job: " + decoded.error;
+    r.err_code = refused ? refused->first : router_errcode::bad_input;
+    r.message = refused ? refused->second : "bs_router: bad job: " + decoded.error;
     job->entry.state = journal_state::finished;
     job->entry.result = r;
   } else {
@@ -475,6 +522,33 @@ void router::take(beanstalk::job reserved, intake& batch) {
     job->entry.state = starts_now ? journal_state::running : journal_state::accepted;
   }
   save(job);
+}
+
+// A signed job whose signature holds is taken once: the replay memory says
+// whether this one was taken before (under another job id).
+std::optional<std::pair<int, std::string>> router::admit_signed(const opened_job& opened, std::uint64_t id,
+                                                                std::int64_t now) {
+  switch (replay_guard_->admit(opened.hmac, opened.expires, std::to_string(id), now)) {
+    case replay_guard::verdict::fresh:
+    case replay_guard::verdict::same_job: return std::nullopt;
+    case replay_guard::verdict::replayed:
+      return std::pair<int, std::string>(router_errcode::replayed,
+                                         "bs_router: refused: replayed: this signed job was taken already");
+    case replay_guard::verdict::full:
+      return std::pair<int, std::string>(
+          router_errcode::replay_memory_full,
+          "bs_router: refused: " + std::to_string(replay_guard_->max_entries()) +
+              " signed jobs not yet expired are remembered (max_remembered_signatures); try again later");
+  }
+  return std::nullopt;
+}
+
+// The body of a reply: signed with the job's key when the job was signed.
+std::string router::reply_body(const job_state& job, const reply& r, std::size_t budget) const {
+  auto key = job.reply_key_id.empty() ? cfg_.job_keys.end() : cfg_.job_keys.find(job.reply_key_id);
+  if (key == cfg_.job_keys.end()) return encode_reply(r, budget);
+  const std::size_t room = budget > 2 * max_signed_header_bytes ? budget - max_signed_header_bytes : budget;
+  return sign_reply(key->first, key->second, std::to_string(r.job_id), encode_reply(r, room));
 }
 
 // Whether job `id` of `jname`, just reserved, goes back to the broker rather
@@ -563,6 +637,9 @@ awaitable<void> router::accept(beanstalk::job reserved) {
         if (co_await is_new(job)) take(std::move(job), batch);
       if (batch.jobs.size() > recorded) co_await make_durable(batch.jobs.back()->journal_sequence);
     }
+    // Signed jobs taken are remembered on disk before they are buried (before
+    // they can run): a replay is refused after a crash too.
+    if (replay_guard_ && replay_guard_->unsynced()) replay_guard_->sync();
   } catch (...) {
     // Not recorded, not buried: the broker gives them back.
     for (const job_ptr& job : batch.jobs) forget(job);
@@ -688,16 +765,6 @@ awaitable<std::optional<std::string>> router::look_up(const std::vector<std::str
   if (result.start_failed || result.timed_out || result.stdout_truncated) co_return std::nullopt;
   co_return printed_value(result.exit_code, result.captured_stdout);
 }
-
-namespace {
-// Closes a file descriptor when the run is over, however it ends.
-struct fd_closer {
-  int fd = -1;
-  ~fd_closer() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-} // namespace
 
 awaitable<void> router::execute(job_ptr job) {
   const std::uint64_t id = job->entry.job_id;
@@ -883,7 +950,7 @@ awaitable<bool> router::publish(const job_ptr& job) {
   for (;;) {
     try {
       co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
-                              encode_reply(*job->entry.result, budget));
+                              reply_body(*job, *job->entry.result, budget));
       break;
     } catch (const boost::system::system_error& ex) {
       // The broker's limit may be lower than it said (or changed): shrink.
@@ -931,7 +998,7 @@ awaitable<void> router::publish_live_output(const job_ptr& job) {
   r.duration_seconds = -1;
   co_await publisher_.use(cfg_.beanstalkd.reply_tube_prefix + std::to_string(r.job_id));
   co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
-                          encode_reply(r, max_job_size_));
+                          reply_body(*job, r, max_job_size_));
   job->live_output.erase(0, r.message.size());
 }
 
