@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include "bs_router/config.hpp"
 #include "bs_router/signature.hpp"
+
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <filesystem>
@@ -148,6 +151,39 @@ TEST_F(KeyFile, ShortKeysLinksAndDirectoriesAreRefused) {
   std::filesystem::create_symlink(path, link);
   EXPECT_THROW(load_key_file(link), std::runtime_error);
   EXPECT_THROW(load_key_file(dir.string()), std::runtime_error);
+}
+
+// The signing keys of the config: their names, their paths, and what needs what.
+std::string config_error_of(const nlohmann::json& extra) {
+  nlohmann::json doc = {{"cbsdenv", "/pool1"}, {"broker", "beanstalkd"}, {"logfile", "/dev/null"},
+                        {"beanstalkd", {{"uri", "127.0.0.1:11300"}, {"tube", "t"}, {"reply_tube_prefix", "t_"},
+                                        {"reconnect_timeout", 5}, {"reserve_timeout", 5}, {"publish_timeout", 5},
+                                        {"logdir", "/tmp"}}}};
+  doc.merge_patch(extra);
+  try {
+    config cfg = parse_config(doc.dump(), "pool1.json");
+    return "";
+  } catch (const config_error& ex) {
+    return ex.what();
+  }
+}
+
+TEST(SigningConfig, KeysAreCheckedWhenTheConfigIsRead) {
+  EXPECT_EQ(config_error_of({{"job_keys", {{"k1", "/etc/k1.key"}}}, {"require_signed_jobs", true},
+                             {"max_signed_job_lifetime", 60}, {"max_remembered_signatures", 10},
+                             {"client_key", "k1"}}),
+            "");
+  EXPECT_EQ(config_error_of({{"job_keys", {{"k 1", "/etc/k1.key"}}}}).rfind("pool1.json: job_keys.k 1: a key id", 0),
+            0u);
+  EXPECT_EQ(config_error_of({{"job_keys", {{"k1", "k1.key"}}}}),
+            "pool1.json: job_keys.k1: expected an absolute path, got \"k1.key\"");
+  EXPECT_EQ(config_error_of({{"job_keys", {{"k1", 5}}}}),
+            "pool1.json: job_keys.k1: expected the path of a key file, got number");
+  EXPECT_EQ(config_error_of({{"require_signed_jobs", true}}),
+            "pool1.json: require_signed_jobs: true, but job_keys names no key");
+  EXPECT_EQ(config_error_of({{"job_keys", {{"k1", "/etc/k1.key"}}}, {"client_key", "k2"}}),
+            "pool1.json: client_key: \"k2\" is not a key of job_keys");
+  EXPECT_NE(config_error_of({{"max_signed_job_lifetime", 0}}), "");
 }
 
 // docs/SIGNING.md shows the exact bytes of a signed job and of a signed
