@@ -470,8 +470,16 @@ void router::take(beanstalk::job reserved, intake& batch) {
   const std::uint64_t id = reserved.id;
   const std::int64_t now = unix_now();
   const opened_job opened = open_job(reserved.body, cfg_.job_keys, now, cfg_.max_signed_job_lifetime);
+  job_check check = opened.check;
+  // A job sent back until its jname had room (defer) had not expired when it
+  // came first: the wait since is the router's doing.
+  if (check == job_check::expired &&
+      std::any_of(deferred_.begin(), deferred_.end(), [id](const auto& queue) {
+        return std::any_of(queue.second.begin(), queue.second.end(), [id](const deferred_job& d) { return d.id == id; });
+      }))
+    check = job_check::good;
   std::optional<std::pair<int, std::string>> refused;
-  switch (opened.check) {
+  switch (check) {
     case job_check::unsigned_job:
       if (cfg_.require_signed_jobs)
         refused.emplace(router_errcode::unsigned_job, "bs_router: refused: this pool takes signed jobs only");
@@ -488,9 +496,9 @@ void router::take(beanstalk::job reserved, intake& batch) {
   decode_result decoded = refused ? decode_result{} : decode_job(opened.job, limits_);
   if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
   // Remembered only once it is really taken (not sent back until its turn).
-  if (decoded.job && opened.check == job_check::good) refused = admit_signed(opened, id, now);
+  if (decoded.job && check == job_check::good) refused = admit_signed(opened, id, now);
   auto job = std::make_shared<job_state>();
-  if (opened.check != job_check::bad_signature) job->reply_key_id = opened.key_id;
+  if (check != job_check::bad_signature) job->reply_key_id = opened.key_id;
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
   job->entry.reserved_at = unix_now();

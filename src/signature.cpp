@@ -224,6 +224,7 @@ opened_job open_job(std::string_view body, const key_ring& keys, std::int64_t no
   r.key_id = std::string(h->a);
   r.expires = std::stoll(std::string(h->b));
   r.job = h->payload;
+  r.hmac = std::string(h->hmac);
   if (r.expires < now) {
     r.check = job_check::expired;
     r.problem = "the job expired " + std::to_string(now - r.expires) + " s ago";
@@ -233,7 +234,6 @@ opened_job open_job(std::string_view body, const key_ring& keys, std::int64_t no
                 std::to_string(max_lifetime) + " s)";
   } else {
     r.check = job_check::good;
-    r.hmac = std::string(h->hmac);
   }
   return r;
 }

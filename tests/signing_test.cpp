@@ -148,6 +148,32 @@ TEST_F(SigningTest, AJobInTheJournalIsNoReplayOfItselfAfterACrash) {
   EXPECT_EQ((*reply)["ErrCode"], router_errcode::interrupted);
 }
 
+TEST_F(SigningTest, AJobSentBackUntilItsTurnIsNotRefusedAsExpiredInItsTurn) {
+  auto pool = make_pool({{"max_waiting", 0}});
+  pool->start_router();
+  const std::string gate = (pool->dir() / "gate").string();
+  const auto first = pool->put_job(sign_job(
+      "k1", key1, unix_now() + 600,
+      R"({"Command":"jstart","CommandArgs":{"jname":"x","fake_wait_for":")" + gate + R"("}})"));
+  ASSERT_TRUE(wait_until([&] { return pool->runs_of("jstart").size() == 1; }));
+  const std::int64_t expires = unix_now() + 2;
+  const auto second =
+      pool->put_job(sign_job("k1", key1, expires, R"({"Command":"jstart","CommandArgs":{"jname":"x"}})"));
+  // Sent back behind the busy jname while it was still valid (else it
+  // would have been refused at once).
+  ASSERT_TRUE(wait_until([&] {
+    auto stats = pool->client().stats_job(second);
+    return stats && stats->at("state") == "delayed";
+  }));
+  ASSERT_TRUE(wait_until([&] { return unix_now() > expires; }, 10s));
+  std::ofstream(gate) << "";
+  ASSERT_TRUE(signed_reply(*pool, first, "k1", key1));
+  auto reply = signed_reply(*pool, second, "k1", key1);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)["ErrCode"], 0) << (*reply)["Message"];
+  EXPECT_EQ(pool->runs_of("jstart").size(), 2u);
+}
+
 TEST_F(SigningTest, UnsignedJobsAreRefusedOnlyWhenRequired) {
   auto pool = make_pool();
   pool->start_router();

@@ -61,7 +61,7 @@ struct opened_job {
   std::string_view job;    // the job JSON (the whole body when unsigned)
   std::string key_id;      // good, expired, too_far: the key it was signed with
   std::int64_t expires = 0;
-  std::string hmac;        // good: the HMAC as sent (what replay memory keeps)
+  std::string hmac;        // good, expired, too_far: the HMAC as sent (what replay memory keeps)
   std::string problem;     // otherwise: what was wrong, for the reply and the log
 };
 
