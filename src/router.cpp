@@ -90,14 +90,6 @@ struct router::job_state {
 
 namespace {
 
-// Closes a file descriptor when its user is done, however it ends.
-struct fd_closer {
-  int fd = -1;
-  ~fd_closer() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 std::int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -114,6 +106,24 @@ std::string failure_text(const std::exception& ex) {
 // 1500 ms as "1.5", 2000 ms as "2": the exact value in the fewest digits.
 std::string seconds_text(std::chrono::milliseconds ms) {
   return *render_number(std::to_string(ms.count()) + "e-3");
+}
+
+// The ErrCode and Message of a job refused for its signature (or for having
+// none), before it is even parsed.
+std::optional<std::pair<int, std::string>> signature_refusal(job_check check, const std::string& problem,
+                                                             bool require_signed) {
+  switch (check) {
+    case job_check::unsigned_job:
+      if (!require_signed) return std::nullopt;
+      return std::pair<int, std::string>(router_errcode::unsigned_job,
+                                         "bs_router: refused: this pool takes signed jobs only");
+    case job_check::good: return std::nullopt;
+    case job_check::bad_signature:
+      return std::pair<int, std::string>(router_errcode::bad_signature, "bs_router: refused: bad signature: " + problem);
+    case job_check::expired:
+    case job_check::too_far: return std::pair<int, std::string>(router_errcode::expired, "bs_router: refused: " + problem);
+  }
+  return std::nullopt;
 }
 
 // "job 7 jcreate jname=jail1", for the log (the command is a plain name).
@@ -159,9 +169,14 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
     // The journal has made the statedir; the replay memory works inside it.
     const int dir = ::open(cfg_.statedir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dir < 0) throw std::system_error(errno, std::generic_category(), "open " + cfg_.statedir);
-    fd_closer close_dir{dir};
-    replay_guard_ = std::make_unique<replay_guard>(dir, static_cast<std::size_t>(cfg_.max_remembered_signatures),
-                                                   unix_now());
+    try {
+      replay_guard_ = std::make_unique<replay_guard>(dir, static_cast<std::size_t>(cfg_.max_remembered_signatures),
+                                                     unix_now());
+    } catch (...) {
+      ::close(dir);
+      throw;
+    }
+    ::close(dir);
   }
 }
 
@@ -478,21 +493,8 @@ void router::take(beanstalk::job reserved, intake& batch) {
         return std::any_of(queue.second.begin(), queue.second.end(), [id](const deferred_job& d) { return d.id == id; });
       }))
     check = job_check::good;
-  std::optional<std::pair<int, std::string>> refused;
-  switch (check) {
-    case job_check::unsigned_job:
-      if (cfg_.require_signed_jobs)
-        refused.emplace(router_errcode::unsigned_job, "bs_router: refused: this pool takes signed jobs only");
-      break;
-    case job_check::good: break;
-    case job_check::bad_signature:
-      refused.emplace(router_errcode::bad_signature, "bs_router: refused: bad signature: " + opened.problem);
-      break;
-    case job_check::expired:
-    case job_check::too_far:
-      refused.emplace(router_errcode::expired, "bs_router: refused: " + opened.problem);
-      break;
-  }
+  std::optional<std::pair<int, std::string>> refused =
+      signature_refusal(check, opened.problem, cfg_.require_signed_jobs);
   decode_result decoded = refused ? decode_result{} : decode_job(opened.job, limits_);
   if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
   // Remembered only once it is really taken (not sent back until its turn).
@@ -773,6 +775,16 @@ awaitable<std::optional<std::string>> router::look_up(const std::vector<std::str
   if (result.start_failed || result.timed_out || result.stdout_truncated) co_return std::nullopt;
   co_return printed_value(result.exit_code, result.captured_stdout);
 }
+
+namespace {
+// Closes a file descriptor when the run is over, however it ends.
+struct fd_closer {
+  int fd = -1;
+  ~fd_closer() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+} // namespace
 
 awaitable<void> router::execute(job_ptr job) {
   const std::uint64_t id = job->entry.job_id;
