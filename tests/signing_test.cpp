@@ -174,6 +174,22 @@ TEST_F(SigningTest, AJobSentBackUntilItsTurnIsNotRefusedAsExpiredInItsTurn) {
   EXPECT_EQ(pool->runs_of("jstart").size(), 2u);
 }
 
+TEST_F(SigningTest, AFullReplayMemoryRefusesNewSignedJobsAndForgetsNothing) {
+  auto pool = make_pool({{"max_remembered_signatures", 1}});
+  pool->start_router();
+  const std::string body = sign_job("k1", key1, unix_now() + 600, start_a);
+  ASSERT_TRUE(signed_reply(*pool, pool->put_job(body), "k1", key1));
+  const auto other = pool->put_job(
+      sign_job("k1", key1, unix_now() + 600, R"({"Command":"jstart","CommandArgs":{"jname":"b"}})"));
+  auto reply = signed_reply(*pool, other, "k1", key1);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)["ErrCode"], router_errcode::replay_memory_full);
+  reply = signed_reply(*pool, pool->put_job(body), "k1", key1);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)["ErrCode"], router_errcode::replayed);
+  EXPECT_EQ(pool->runs_of("jstart").size(), 1u);
+}
+
 TEST_F(SigningTest, UnsignedJobsAreRefusedOnlyWhenRequired) {
   auto pool = make_pool();
   pool->start_router();
