@@ -170,7 +170,7 @@ parsed_command_line<client_options> parse_client_command_line(int argc, const ch
       ->take_last();
   app.add_option("--lifetime", options.lifetime, "A signed job expires SECONDS after it is put (default 600)")
       ->type_name("SECONDS")
-      ->check(CLI::Range(1, max_timeout_seconds))
+      ->check(CLI::Range(1, max_timeout_seconds).description(""))
       ->take_last();
   app.add_option("words", options.command, "COMMAND key=value ...: the job in short form")->type_name("WORD");
 
