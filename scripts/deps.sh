@@ -4,7 +4,7 @@
 set -eu
 
 packages="cmake make g++ libboost-dev nlohmann-json3-dev libspdlog-dev libcli11-dev \
-libgtest-dev beanstalkd clang libclang-rt-14-dev shellcheck mandoc"
+libssl-dev libgtest-dev beanstalkd clang libclang-rt-14-dev shellcheck mandoc"
 
 missing=""
 for p in $packages; do

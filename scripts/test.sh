@@ -12,8 +12,8 @@ fuzz_seconds=${FUZZ_SECONDS:-30}
 echo "== fuzzing (${fuzz_seconds} s per target)"
 CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DBS_ROUTER_FUZZ=ON -DBS_ROUTER_TESTS=OFF -DBS_ROUTER_BENCH=OFF >/dev/null
-cmake --build build-fuzz -j"$jobs" --target fuzz_beanstalk_protocol fuzz_job
-for target in fuzz_beanstalk_protocol fuzz_job; do
+cmake --build build-fuzz -j"$jobs" --target fuzz_beanstalk_protocol fuzz_job fuzz_signature
+for target in fuzz_beanstalk_protocol fuzz_job fuzz_signature; do
   corpus="build-fuzz/corpus-$target"
   mkdir -p "$corpus"
   "build-fuzz/tests/fuzz/$target" -max_total_time="$fuzz_seconds" -print_final_stats=1 \

@@ -19,6 +19,7 @@
 #include "bs_router/async_event.hpp"
 #include "bs_router/beanstalk_connection.hpp"
 #include "bs_router/config.hpp"
+#include "bs_router/signature.hpp"
 
 namespace bs_router {
 
@@ -161,9 +162,24 @@ struct client_run {
     status = client_exit::timed_out;
   }
 
+  // Signing: the key the job was signed with; only replies signed with it
+  // for this job count.
+  std::string key_id, key;
+
   // Prints one reply; true when it was the final one.
   bool handle_reply(const std::string& body) {
-    reply_reading reply = read_reply(body);
+    std::string_view payload = body;
+    if (!key.empty()) {
+      std::string problem;
+      std::optional<std::string_view> opened = open_reply(body, key_id, key, std::to_string(id), &problem);
+      if (!opened) {
+        err << "bs_router-client: ignoring a forged reply on " << reply_tube << ": " << problem
+            << "; still waiting for the final reply\n";
+        return false;
+      }
+      payload = *opened;
+    }
+    reply_reading reply = read_reply(payload);
     if (reply.what == reply_reading::kind::malformed) {
       err << "bs_router-client: ignoring a malformed reply on " << reply_tube << ": "
           << reply.problem << "; still waiting for the final reply\n";
@@ -262,8 +278,33 @@ int run_client(const client_options& options, std::ostream& out, std::ostream& e
       return client_exit::usage;
     }
   }
+  // The key: --key-file, or a key of the config's job_keys (--key-id, or
+  // the config's client_key).
+  std::string key_id = !opts.key_id.empty() ? opts.key_id : cfg.client_key;
+  std::string key;
+  if (!key_id.empty()) {
+    try {
+      if (!opts.key_file.empty()) {
+        key = load_key_file(opts.key_file);
+      } else if (!cfg.job_key_files.count(key_id)) {
+        err << "bs_router-client: " << cfg.source << ": job_keys has no key \"" << key_id << "\"\n";
+        return client_exit::config;
+      } else {
+        load_job_keys(cfg, key_id);
+        key = cfg.job_keys.at(key_id);
+      }
+    } catch (const std::exception& ex) {
+      err << "bs_router-client: " << ex.what() << "\n";
+      return client_exit::config;
+    }
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+    opts.body = sign_job(key_id, key, now + opts.lifetime, opts.body);
+  }
   asio::io_context io(1);
   client_run run(io.get_executor(), opts, cfg, out, err);
+  run.key_id = key_id;
+  run.key = key;
   std::exception_ptr failure;
   run.start_clock();
   asio::co_spawn(io, run.run(), [&](std::exception_ptr ep) {

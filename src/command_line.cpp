@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bs_router/job.hpp"
+
 namespace bs_router {
 
 namespace {
@@ -160,6 +162,16 @@ parsed_command_line<client_options> parse_client_command_line(int argc, const ch
       ->take_last();
   app.add_flag("--json", options.json, "Print the whole final reply as JSON");
   app.add_flag("--no-progress", options.quiet_progress, "Do not print the output of replies before the final one");
+  app.add_option("--key-file", options.key_file, "Sign the job with this key file (needs --key-id); only a reply signed with it counts")
+      ->type_name("FILE")
+      ->take_last();
+  app.add_option("--key-id", options.key_id, "Key id to sign with: of --key-file, or of the config's job_keys")
+      ->type_name("ID")
+      ->take_last();
+  app.add_option("--lifetime", options.lifetime, "A signed job expires SECONDS after it is put (default 600)")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(1, max_timeout_seconds).description(""))
+      ->take_last();
   app.add_option("words", options.command, "COMMAND key=value ...: the job in short form")->type_name("WORD");
 
   auto args = with_double_dash_long_names(argc, argv,
@@ -170,6 +182,9 @@ parsed_command_line<client_options> parse_client_command_line(int argc, const ch
                                            {"timeout", true},
                                            {"json", false},
                                            {"no-progress", false},
+                                           {"key-file", true},
+                                           {"key-id", true},
+                                           {"lifetime", true},
                                            {"help", false},
                                            {"version", false}});
   if (auto finished = run_parser<client_options>(app, std::move(args))) return *finished;
@@ -186,6 +201,8 @@ parsed_command_line<client_options> parse_client_command_line(int argc, const ch
       return usage_error<client_options>(app, error.what());
     }
   }
+  if (!options.key_file.empty() && options.key_id.empty())
+    return usage_error<client_options>(app, "--key-file needs --key-id: the id the router knows the key by");
   if (timeout_option->count() > 0) {
     options.timeout = parse_seconds(timeout_text);
     if (!options.timeout)

@@ -325,6 +325,32 @@ void read_policy(config_object& object, config& cfg) {
   }
 }
 
+// job_keys, require_signed_jobs, max_signed_job_lifetime,
+// max_remembered_signatures, client_key. The key files are read later (see
+// load_job_keys): a client reads only the one it signs with.
+void read_signing_keys(config_object& object, config& cfg) {
+  if (const json* keys = object.find("job_keys")) {
+    if (!keys->is_object()) object.fail("job_keys", std::string("expected an object, got ") + keys->type_name());
+    for (auto it = keys->begin(); it != keys->end(); ++it) {
+      const std::string name = "job_keys." + it.key();
+      if (!is_plain_name(it.key(), 64)) object.fail(name, "a key id is a plain name ([A-Za-z0-9_][A-Za-z0-9_.-]*, at most 64)");
+      if (!it->is_string()) object.fail(name, std::string("expected the path of a key file, got ") + it->type_name());
+      const std::string path = it->get<std::string>();
+      if (!is_absolute_path(path)) object.fail(name, "expected an absolute path, got \"" + path + "\"");
+      cfg.job_key_files[it.key()] = path;
+    }
+  }
+  if (auto required = object.optional_bool("require_signed_jobs")) cfg.require_signed_jobs = *required;
+  if (cfg.require_signed_jobs && cfg.job_key_files.empty())
+    object.fail("require_signed_jobs", "true, but job_keys names no key");
+  object.read_int("max_signed_job_lifetime", cfg.max_signed_job_lifetime, 1, max_timeout_seconds);
+  object.read_int("max_remembered_signatures", cfg.max_remembered_signatures, 1, 10000000);
+  if (auto key = object.optional_string("client_key")) {
+    if (!cfg.job_key_files.count(*key)) object.fail("client_key", "\"" + *key + "\" is not a key of job_keys");
+    cfg.client_key = *key;
+  }
+}
+
 void read_new_keys(config_object& object, config& cfg) {
   if (auto path = object.optional_string("cbsd_path")) {
     if (!is_absolute_path(*path)) object.fail("cbsd_path", "expected an absolute path, got \"" + *path + "\"");
@@ -347,6 +373,7 @@ void read_new_keys(config_object& object, config& cfg) {
   object.read_int("joblog_max_age_days", cfg.joblog_max_age_days, 0);
   object.read_int("joblog_max_files", cfg.joblog_max_files, 0);
   read_output_bounds(object, cfg);
+  read_signing_keys(object, cfg);
   if (auto listen = object.optional_string("metrics_listen"); listen && !listen->empty()) {
     std::string problem;
     auto address = parse_host_port(*listen, problem);
@@ -452,8 +479,21 @@ std::string read_config_file(const std::string& path) {
 
 } // namespace
 
+void load_job_keys(config& cfg, const std::string& only) {
+  for (const auto& [id, file] : cfg.job_key_files) {
+    if (!only.empty() && id != only) continue;
+    try {
+      cfg.job_keys[id] = load_key_file(file);
+    } catch (const std::runtime_error& ex) {
+      throw config_error(cfg.source + ": job_keys." + id + ": " + ex.what());
+    }
+  }
+}
+
 config load_config(const std::string& path, const config_overrides& overrides) {
-  return parse_config(read_config_file(path), path, overrides);
+  config cfg = parse_config(read_config_file(path), path, overrides);
+  load_job_keys(cfg);
+  return cfg;
 }
 
 config load_client_config(const std::string& path) {

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <limits>
 #include <set>
+#include <system_error>
 #include <unistd.h>
 
 #include "bs_router/escape.hpp"
@@ -19,6 +20,7 @@
 #include "bs_router/lookup.hpp"
 #include "bs_router/reply.hpp"
 #include "bs_router/spawn.hpp"
+#include "bs_router/signature.hpp"
 
 namespace bs_router {
 
@@ -82,6 +84,9 @@ struct router::job_state {
   std::uint64_t publisher_epoch = 0;
   // The journal append that recorded its latest state (see make_durable).
   std::uint64_t journal_sequence = 0;
+  // The key of a signed job whose signature held: its replies are signed
+  // with it. Empty: replies unsigned (an unsigned job, or a forged one).
+  std::string reply_key_id;
 };
 
 namespace {
@@ -102,6 +107,21 @@ std::string failure_text(const std::exception& ex) {
 // 1500 ms as "1.5", 2000 ms as "2": the exact value in the fewest digits.
 std::string seconds_text(std::chrono::milliseconds ms) {
   return *render_number(std::to_string(ms.count()) + "e-3");
+}
+
+// The ErrCode and Message of a job refused for its signature (or for having
+// none), before it is even parsed.
+std::optional<job_refusal> signature_refusal(job_check check, const std::string& problem, bool require_signed) {
+  switch (check) {
+    case job_check::unsigned_job:
+      if (!require_signed) return std::nullopt;
+      return job_refusal{router_errcode::unsigned_job, "refused: this pool takes signed jobs only"};
+    case job_check::good: return std::nullopt;
+    case job_check::bad_signature: return job_refusal{router_errcode::bad_signature, "refused: bad signature: " + problem};
+    case job_check::expired:
+    case job_check::too_far: return job_refusal{router_errcode::expired, "refused: " + problem};
+  }
+  return std::nullopt;
 }
 
 // "job 7 jcreate jname=jail1", for the log (the command is a plain name).
@@ -144,6 +164,10 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
       shutdown_timer_(io),
       prune_timer_(io) {
   limits_.max_body_bytes = cfg_.max_body_bytes;
+  // The replay memory lives beside the journal, in the statedir held open.
+  if (!cfg_.job_keys.empty())
+    replay_guard_ = std::make_unique<replay_guard>(journal_.state_directory().fd(),
+                                                   static_cast<std::size_t>(cfg_.max_remembered_signatures), unix_now());
 }
 
 router::~router() = default;
@@ -203,7 +227,11 @@ void router::recover() {
   for (journal_entry& entry : entries) {
     auto job = std::make_shared<job_state>();
     job->entry = std::move(entry);
-    decode_result decoded = decode_job(job->entry.body, limits_);
+    // Taken before, so not refused now whatever its Expires says; its
+    // replies are signed when its signature still holds.
+    const opened_job opened = open_job(job->entry.body, cfg_.job_keys, 0, std::numeric_limits<std::int64_t>::max());
+    if (opened.check == job_check::good) job->reply_key_id = opened.key_id;
+    decode_result decoded = decode_job(peel_job(job->entry.body).job, limits_);
     job->request = decoded.job;
     if (job->request && job->request->jname) job->jname = *job->request->jname;
     in_flight_[job->entry.job_id] = job;
@@ -450,16 +478,28 @@ awaitable<bool> router::is_new(const beanstalk::job& reserved) {
 // running straight away: one journal write fewer on the common path.
 void router::take(beanstalk::job reserved, intake& batch) {
   const std::uint64_t id = reserved.id;
-  decode_result decoded = decode_job(reserved.body, limits_);
-  // The one place a job is refused: bad input, or not allowed on this pool.
-  std::optional<job_refusal> refusal;
-  if (!decoded.job)
-    refusal = job_refusal{router_errcode::bad_input, std::move(decoded.error)};
-  else
-    refusal = check_job(*decoded.job, cfg_.policy);
+  const std::int64_t now = unix_now();
+  const opened_job opened = open_job(reserved.body, cfg_.job_keys, now, cfg_.max_signed_job_lifetime);
+  job_check check = opened.check;
+  // A job sent back until its jname had room (defer) had not expired when it
+  // came first: the wait since is the router's doing.
+  if (check == job_check::expired &&
+      std::any_of(deferred_.begin(), deferred_.end(), [id](const auto& queue) {
+        return std::any_of(queue.second.begin(), queue.second.end(), [id](const deferred_job& d) { return d.id == id; });
+      }))
+    check = job_check::good;
+  // The one place a job is refused: its signature (or the lack of one), bad
+  // input, not allowed on this pool, or a replay.
+  std::optional<job_refusal> refusal = signature_refusal(check, opened.problem, cfg_.require_signed_jobs);
+  decode_result decoded = refusal ? decode_result{} : decode_job(opened.job, limits_);
+  if (!refusal && !decoded.job) refusal = job_refusal{router_errcode::bad_input, std::move(decoded.error)};
+  if (!refusal) refusal = check_job(*decoded.job, cfg_.policy);
   if (refusal) decoded.job.reset();
   if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
+  // Remembered only once it is really taken (not sent back until its turn).
+  if (decoded.job && check == job_check::good && (refusal = admit_signed(opened, id, now))) decoded.job.reset();
   auto job = std::make_shared<job_state>();
+  if (check != job_check::bad_signature) job->reply_key_id = opened.key_id;
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
   job->entry.reserved_at = unix_now();
@@ -490,6 +530,42 @@ void router::take(beanstalk::job reserved, intake& batch) {
     job->entry.state = starts_now ? journal_state::running : journal_state::accepted;
   }
   save(job);
+}
+
+// A signed job whose signature holds is taken once: the replay memory says
+// whether this one was taken before (under another job id).
+std::optional<job_refusal> router::admit_signed(const opened_job& opened, std::uint64_t id, std::int64_t now) {
+  switch (replay_guard_->admit(opened.hmac, opened.expires, std::to_string(id), now)) {
+    case replay_guard::verdict::fresh:
+    case replay_guard::verdict::same_job: return std::nullopt;
+    case replay_guard::verdict::replayed:
+      return job_refusal{router_errcode::replayed, "refused: replayed: this signed job was taken already"};
+    case replay_guard::verdict::full:
+      return job_refusal{router_errcode::replay_memory_full,
+                         "refused: " + std::to_string(replay_guard_->max_entries()) +
+                             " signed jobs not yet expired are remembered (max_remembered_signatures); try again later"};
+  }
+  return std::nullopt;
+}
+
+// The key a job's replies are signed with; nullptr for an unsigned job.
+const key_ring::value_type* router::reply_key(const job_state& job) const {
+  auto key = job.reply_key_id.empty() ? cfg_.job_keys.end() : cfg_.job_keys.find(job.reply_key_id);
+  return key == cfg_.job_keys.end() ? nullptr : &*key;
+}
+
+// What is left of `budget` for the reply's JSON once a signature header, if
+// any, has its place.
+std::size_t router::json_room(const job_state& job, std::size_t budget) const {
+  if (!reply_key(job)) return budget;
+  return budget > 2 * max_signed_header_bytes ? budget - max_signed_header_bytes : budget;
+}
+
+// The body of a reply: signed with the job's key when the job was signed.
+std::string router::reply_body(const job_state& job, const reply& r, std::size_t budget) const {
+  const key_ring::value_type* key = reply_key(job);
+  if (!key) return encode_reply(r, budget);
+  return sign_reply(key->first, key->second, std::to_string(r.job_id), encode_reply(r, json_room(job, budget)));
 }
 
 // Whether job `id` of `jname`, just reserved, goes back to the broker rather
@@ -578,6 +654,9 @@ awaitable<void> router::accept(beanstalk::job reserved) {
         if (co_await is_new(job)) take(std::move(job), batch);
       if (batch.jobs.size() > recorded) co_await make_durable(batch.jobs.back()->journal_sequence);
     }
+    // Signed jobs taken are remembered on disk before they are buried (before
+    // they can run): a replay is refused after a crash too.
+    if (replay_guard_ && replay_guard_->unsynced()) replay_guard_->sync();
   } catch (...) {
     // Not recorded, not buried: the broker gives them back.
     for (const job_ptr& job : batch.jobs) forget(job);
@@ -939,7 +1018,7 @@ awaitable<bool> router::publish(const job_ptr& job) {
   for (;;) {
     try {
       co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
-                              encode_reply(*job->entry.result, budget));
+                              reply_body(*job, *job->entry.result, budget));
       break;
     } catch (const boost::system::system_error& ex) {
       // The broker's limit may be lower than it said (or changed): shrink.
@@ -992,12 +1071,13 @@ awaitable<void> router::publish_live_output(const job_ptr& job) {
   r.progress = live_output_progress;
   r.duration_seconds = -1;
   // As much as fits whole; the rest goes in the next one, so nothing is cut.
-  const std::size_t fixed = encode_reply(r, reply_limit_).size();
-  const std::size_t taken = fitting_prefix(job->live_output, reply_limit_ > fixed ? reply_limit_ - fixed : 0);
+  const std::size_t room = json_room(*job, reply_limit_);
+  const std::size_t fixed = encode_reply(r, room).size();
+  const std::size_t taken = fitting_prefix(job->live_output, room > fixed ? room - fixed : 0);
   r.message = job->live_output.substr(0, std::max<std::size_t>(taken, 1));
   co_await publisher_.use(cfg_.beanstalkd.reply_tube_prefix + std::to_string(r.job_id));
   co_await publisher_.put(1, 0, static_cast<std::uint32_t>(cfg_.beanstalkd.publish_timeout),
-                          encode_reply(r, reply_limit_));
+                          reply_body(*job, r, reply_limit_));
   job->live_output.erase(0, r.message.size());
 }
 

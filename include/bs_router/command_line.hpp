@@ -20,6 +20,11 @@ struct router_options {
 // mistake, and a deadline of some 292 years would not fit the clock at all.
 inline constexpr double max_client_timeout_seconds = 365.0 * 24 * 60 * 60;
 
+// The client's signed jobs expire this long after they are put unless
+// --lifetime says otherwise; below the router's max_signed_job_lifetime
+// (3600 by default), with room for clocks that differ.
+inline constexpr int default_signed_job_lifetime = 600;
+
 struct client_options {
   std::string config_path;
   std::string body;                  // -body JSON
@@ -27,6 +32,11 @@ struct client_options {
   std::optional<double> timeout;     // --timeout SECONDS, 0 < SECONDS <= max_client_timeout_seconds (none = wait for ever)
   bool json = false;                 // --json: print the whole final reply
   bool quiet_progress = false;       // --no-progress: do not print Progress < 100 replies
+  // Signing (docs/SIGNING.md): --key-file FILE with --key-id ID, or --key-id
+  // ID alone for a key of the config's job_keys (or its client_key).
+  std::string key_file;
+  std::string key_id;
+  int lifetime = default_signed_job_lifetime; // --lifetime SECONDS: Expires = now + this
 };
 
 // What parsing decided: run with the options, or exit now with `exit_code`

@@ -4,11 +4,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "bs_router/job_policy.hpp"
+#include "bs_router/signature.hpp"
 
 namespace bs_router {
 
@@ -62,6 +64,14 @@ struct config {
   // error) and "allow_unsafe_values" (true, false or an array of key names).
   job_policy policy;
 
+  // Signed jobs (docs/SIGNING.md).
+  std::map<std::string, std::string> job_key_files; // "job_keys": key id -> key file
+  key_ring job_keys;                 // key id -> secret: filled by load_config (load_job_keys)
+  bool require_signed_jobs = false;  // unsigned jobs are refused
+  int max_signed_job_lifetime = 3600; // seconds: a later Expires is refused (bounds the replay memory's time)
+  int max_remembered_signatures = 100000; // replay memory entries; when full, new signed jobs are refused
+  std::string client_key;            // bs_router-client: the key id of job_keys it signs with
+
   std::vector<std::string> warnings; // unknown keys, deprecated forms: logged, not fatal
 };
 
@@ -81,6 +91,10 @@ config load_config(const std::string& path, const config_overrides& overrides = 
 // For bs_router-client: only cbsdenv-independent keys are required (the
 // beanstalkd part); the daemon's own keys may be absent.
 config load_client_config(const std::string& path);
+// Reads the key file of each of cfg.job_key_files into cfg.job_keys (all of
+// them, or only `only` when not empty). Throws config_error naming the key
+// and the file (a file that group or others can read, a short key, ...).
+void load_job_keys(config& cfg, const std::string& only = {});
 config parse_config(const std::string& json_text, const std::string& source,
                     const config_overrides& overrides = {});
 

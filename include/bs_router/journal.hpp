@@ -84,6 +84,8 @@ class journal {
   double sync_seconds() const { return sync_seconds_; }
 
   const std::string& dir() const { return dir_.path(); }
+  // The statedir held open, for other files of the pool's state.
+  const directory& state_directory() const { return dir_; }
   const std::string& log_path() const { return log_path_; }
 
   // The entries a journal directory holds, read without changing anything

@@ -16,6 +16,12 @@ inline constexpr int timed_out = 1002;     // the run passed its timeout and was
 inline constexpr int interrupted = 1003;   // the router stopped during the run; outcome unknown
 inline constexpr int killed = 1004;        // cbsd ended by a signal
 inline constexpr int not_allowed = 1005;   // the Command is not accepted on this pool; nothing ran
+// Signed jobs (docs/SIGNING.md); nothing ran.
+inline constexpr int unsigned_job = 1006;       // require_signed_jobs, and the job is not signed
+inline constexpr int bad_signature = 1007;      // malformed envelope, unknown key id, or wrong HMAC
+inline constexpr int expired = 1008;            // Expires passed, or further ahead than max_signed_job_lifetime
+inline constexpr int replayed = 1009;           // the same signed job was taken already
+inline constexpr int replay_memory_full = 1010; // max_remembered_signatures live signed jobs remembered
 } // namespace router_errcode
 
 struct reply {

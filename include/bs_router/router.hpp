@@ -42,10 +42,12 @@
 #include "bs_router/beanstalk_connection.hpp"
 #include "bs_router/config.hpp"
 #include "bs_router/job.hpp"
+#include "bs_router/job_policy.hpp"
 #include "bs_router/job_files.hpp"
 #include "bs_router/journal.hpp"
 #include "bs_router/metrics.hpp"
 #include "bs_router/process.hpp"
+#include "bs_router/replay_guard.hpp"
 #include "bs_router/reply.hpp"
 #include "bs_router/spawn.hpp"
 
@@ -83,6 +85,10 @@ class router {
   boost::asio::awaitable<void> accept(beanstalk::job job);
   boost::asio::awaitable<bool> is_new(const beanstalk::job& job);
   void take(beanstalk::job job, intake& batch);
+  std::optional<job_refusal> admit_signed(const opened_job& opened, std::uint64_t id, std::int64_t now);
+  const key_ring::value_type* reply_key(const job_state& job) const;
+  std::size_t json_room(const job_state& job, std::size_t budget) const;
+  std::string reply_body(const job_state& job, const reply& r, std::size_t budget) const;
   bool defer(const std::string& jname, std::uint64_t id, intake& batch);
   boost::asio::awaitable<void> send_back(const intake& batch);
   boost::asio::awaitable<void> take_next();
@@ -120,6 +126,7 @@ class router {
   job_limits limits_;
   job_files files_;
   journal journal_;
+  std::unique_ptr<replay_guard> replay_guard_; // signed jobs taken; only when job_keys has keys
   process_runner runner_;
   beanstalk::connection worker_;
   beanstalk::connection publisher_;
