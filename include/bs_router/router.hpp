@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@
 #include "bs_router/metrics.hpp"
 #include "bs_router/process.hpp"
 #include "bs_router/reply.hpp"
+#include "bs_router/stuck_jobs.hpp"
 
 namespace bs_router {
 
@@ -84,6 +86,10 @@ class router {
 
   void recover();
   boost::asio::awaitable<void> confirm_jobs();
+  void look_for_reserved_elsewhere();
+  boost::asio::awaitable<void> watch_reserved_elsewhere();
+  boost::asio::awaitable<bool> take_over(const reserved_elsewhere& stuck);
+  boost::asio::awaitable<bool> done_with_broker_job(const job_ptr& job);
   void schedule(const job_ptr& job);
   void start_ready_jobs();
   void finish_run(const job_ptr& job);
@@ -106,6 +112,8 @@ class router {
   process_runner runner_;
   beanstalk::connection worker_;
   beanstalk::connection publisher_;
+  // Looks for jobs of the pool reserved for connections not the router's.
+  beanstalk::connection inspector_;
   std::size_t max_job_size_ = beanstalk::default_max_job_size;
   std::uint64_t publisher_epoch_ = 1; // counts the publisher's connections
 
@@ -119,10 +127,14 @@ class router {
 
   async_event capacity_changed_;
   async_event outbox_changed_;
+  async_event reserved_elsewhere_check_;
+  bool look_for_reserved_elsewhere_ = false;
+  std::set<std::uint64_t> reported_reserved_elsewhere_; // logged once each
   boost::asio::steady_timer worker_sleep_;
   boost::asio::steady_timer publisher_sleep_;
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer prune_timer_;
+  boost::asio::steady_timer inspector_sleep_;
 
   metrics metrics_;
   std::unique_ptr<metrics_server> metrics_server_;
