@@ -9,6 +9,8 @@
 #include "bs_router/journal.hpp"
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/freezing_relay.hpp"
+#include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
@@ -64,6 +66,55 @@ beanstalkd_server::options with_binlog(const fs::path& dir) {
   beanstalkd_server::options opts;
   opts.binlog_dir = dir.string();
   return opts;
+}
+
+// A partition freezes the router's connections while its reserve is pending
+// at the broker; a job put then goes to that reserve, and its answer never
+// arrives. beanstalkd may keep such a job reserved for the silent connection
+// past its TTR (src/stuck_jobs.hpp); a broker whose clock tells whole seconds
+// always does, so here it is certain. The router takes it over: one run, one
+// reply, and when the partition heals and the broker gives the job back, the
+// router deletes it instead of running or answering it again.
+TEST(Delivery, AJobTheBrokerKeepsReservedForASilentConnectionRunsOnceWithOneReply) {
+  beanstalkd_server::options opts;
+  opts.coarse_clock = true;
+  beanstalkd_server server(opts);
+  freezing_relay relay(server.host(), server.port());
+  const std::uint16_t metrics_port = free_loopback_port();
+  // A reserve long enough to be still pending when the job comes.
+  test_pool pool(server, json{{"beanstalkd", {{"uri", relay.uri()}, {"reserve_timeout", 10}}},
+                              {"metrics_listen", "127.0.0.1:" + std::to_string(metrics_port)}});
+  pool.start_router();
+  auto waiting = [&] {
+    auto stats = pool.client().stats_tube(pool.tube());
+    return stats && stats->at("current-waiting") == "1";
+  };
+  ASSERT_TRUE(wait_until(waiting)); // the router's reserve is at the broker
+  relay.freeze();
+  const auto id = pool.put_job(body{{"Command", "jcreate"}, {"CommandArgs", {{"jname", "frozen1"}}}}, 0, 0, /*ttr=*/1);
+  // The frozen connection got it, and the broker keeps it past its TTR.
+  ASSERT_TRUE(wait_until([&] {
+    auto stats = pool.client().stats_job(id);
+    return stats && stats->at("state") == "reserved" && stats->at("time-left").starts_with('-');
+  }));
+
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty()) << pool.log_text();
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  EXPECT_NE(pool.log_text().find("taken over from its body"), std::string::npos) << pool.log_text();
+  EXPECT_EQ(metric_sample(metrics_port, "bs_router_jobs_taken_over_total"), 1.0);
+
+  // The partition heals: the frozen connection's close reaches the broker,
+  // which gives the job back (this broker may do so earlier: its clock of
+  // whole seconds also upsets its timer heap). The router deletes it
+  // instead of running or answering it again.
+  relay.thaw();
+  ASSERT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); })) << pool.log_text();
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  auto reply_tube = pool.client().stats_tube(pool.reply_tube(id));
+  EXPECT_TRUE(!reply_tube || reply_tube->at("current-jobs-ready") == "0"); // no second reply
+  EXPECT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
 }
 
 TEST(Delivery, AJobThatOutlivesItsTtrRunsOnce) {
