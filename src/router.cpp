@@ -342,12 +342,14 @@ awaitable<bool> router::done_with_broker_job(const job_ptr& job) {
   if (!job->entry.taken_over) co_return true;
   const std::uint64_t id = job->entry.job_id;
   for (int attempt = 0; attempt < 3; ++attempt) {
-    if (co_await publisher_.remove(id)) co_return true;
-    if (!job->entry.taken_over) continue; // buried by the worker meanwhile: deletable now
     std::optional<beanstalk::stats_map> stats = co_await publisher_.stats_job(id);
-    if (!stats) co_return true;
-    if (!job->entry.taken_over) continue;
-    if (stats->count("state") && stats->at("state") == "reserved") break;
+    if (!stats) co_return true; // deleted (by publish), or gone
+    if (!stats->count("state") || stats->at("state") != "reserved") {
+      if (co_await publisher_.remove(id)) co_return true; // given back, or buried by the worker: deletable
+      continue;
+    }
+    if (!job->entry.taken_over) continue; // buried by the worker meanwhile: deletable now
+    break;
   }
   // No co_await from the check above to here: the worker sees both or neither.
   job->entry.replied = true;
