@@ -309,17 +309,17 @@ awaitable<bool> router::take_over(const reserved_elsewhere& stuck) {
              "{} s past its TTR of {} s; taken over from its body (reply to {}{})",
              stuck.id, cfg_.beanstalkd.tube, -stuck.time_left, stuck.ttr, cfg_.beanstalkd.reply_tube_prefix, stuck.id);
   intake batch;
-  take(std::move(*peeked), batch);
-  const job_ptr job = batch.jobs.front();
-  job->entry.taken_over = true;
   try {
-    save(job);
-    co_await make_durable(job->journal_sequence);
+    take(std::move(*peeked), batch);
+    batch.jobs.front()->entry.taken_over = true;
+    save(batch.jobs.front());
+    co_await make_durable(batch.jobs.front()->journal_sequence);
   } catch (const std::exception& ex) {
     log_->error("job {}: journal: {}; taken over later", stuck.id, ex.what());
-    forget(job);
+    for (const job_ptr& job : batch.jobs) forget(job);
     co_return false;
   }
+  const job_ptr job = batch.jobs.front();
   reported_reserved_elsewhere_.erase(stuck.id);
   metrics_.job_taken_over();
   if (job->entry.state == journal_state::finished) {
