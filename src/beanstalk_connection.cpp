@@ -263,4 +263,27 @@ awaitable<std::optional<job>> connection::peek(std::uint64_t id) {
   co_return job{r.value, std::move(r.body)};
 }
 
+awaitable<std::optional<stats_map>> connection::stats_tube(std::string_view tube) {
+  response r = co_await round_trip(encode_stats_tube(tube), command_deadline_);
+  expect(r, {response_kind::ok, response_kind::not_found});
+  if (r.kind == response_kind::not_found) co_return std::nullopt;
+  co_return parse_yaml_map(r.body);
+}
+
+awaitable<std::vector<std::optional<stats_map>>> connection::stats_jobs(const std::vector<std::uint64_t>& ids) {
+  std::string requests;
+  for (std::uint64_t id : ids) requests += encode_stats_job(id);
+  co_await send(std::move(requests), ids.size(), command_deadline_);
+  std::vector<std::optional<stats_map>> stats;
+  for (response& r : co_await collect(command_deadline_)) {
+    expect(r, {response_kind::ok, response_kind::not_found});
+    if (r.kind == response_kind::ok) {
+      stats.push_back(parse_yaml_map(r.body));
+    } else {
+      stats.push_back(std::nullopt);
+    }
+  }
+  co_return stats;
+}
+
 } // namespace bs_router::beanstalk

@@ -119,6 +119,8 @@ json entry_to_json(const journal_entry& entry) {
          {"body", entry.body},
          {"reserved_at", entry.reserved_at}};
   if (entry.result) j["result"] = reply_to_json(*entry.result);
+  if (entry.taken_over) j["taken_over"] = true;
+  if (entry.replied) j["replied"] = true;
   return j;
 }
 
@@ -129,6 +131,8 @@ journal_entry entry_from_json(const json& j) {
   entry.body = j.at("body").get<std::string>();
   entry.reserved_at = j.at("reserved_at").get<std::int64_t>();
   if (j.contains("result")) entry.result = reply_from_json(j.at("result"));
+  entry.taken_over = j.value("taken_over", false);
+  entry.replied = j.value("replied", false);
   if (entry.state == journal_state::finished && !entry.result)
     throw std::invalid_argument("finished without a result");
   return entry;

@@ -163,6 +163,14 @@ std::string metrics::render() const {
                 "Connections to beanstalkd made again after one was lost.");
   append_sample(out, "bs_router_reconnects_total", reconnects_);
 
+  append_header(out, "bs_router_jobs_reserved_elsewhere", "gauge",
+                "Jobs of the pool's tube the broker keeps reserved for a connection that is not the router's (at the last look).");
+  append_sample(out, "bs_router_jobs_reserved_elsewhere", std::uint64_t{jobs_reserved_elsewhere_});
+
+  append_header(out, "bs_router_jobs_taken_over_total", "counter",
+                "Jobs the broker kept reserved past their TTR for another connection, served by the router from their body.");
+  append_sample(out, "bs_router_jobs_taken_over_total", jobs_taken_over_);
+
   append_header(out, "bs_router_journal_syncs_total", "counter",
                 "Times the journal was made durable (one fdatasync, or a rewrite, for every job that moved meanwhile).");
   append_sample(out, "bs_router_journal_syncs_total", journal_syncs_);

@@ -67,6 +67,9 @@ struct router::intake {
   std::size_t held = 0;         // jobs that wait behind their jname
   bool queued = false;          // a job waits for a slot: the later ones too
   std::vector<std::pair<std::string, std::uint64_t>> deferred; // jname, id: to release (see defer)
+  // False for a job taken over from another connection (take_over): the
+  // router cannot release it, so it waits behind its jname even past max_waiting.
+  bool may_send_back = true;
 };
 
 struct router::job_state {
@@ -157,12 +160,15 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
       worker_(io.get_executor()),
       publisher_(io.get_executor()),
       reply_limit_(reply_limit("", cfg_.max_reply_bytes)),
+      inspector_(io.get_executor()),
       capacity_changed_(io.get_executor()),
       outbox_changed_(io.get_executor()),
+      reserved_elsewhere_check_(io.get_executor()),
       worker_sleep_(io),
       publisher_sleep_(io),
       shutdown_timer_(io),
-      prune_timer_(io) {
+      prune_timer_(io),
+      inspector_sleep_(io) {
   limits_.max_body_bytes = cfg_.max_body_bytes;
   // The replay memory lives beside the journal, in the statedir held open.
   if (!cfg_.job_keys.empty())
@@ -196,6 +202,7 @@ void router::start(std::function<void()> on_done) {
   };
   asio::co_spawn(io_, worker_loop(), report("worker"));
   asio::co_spawn(io_, publisher_loop(), report("publisher"));
+  asio::co_spawn(io_, watch_reserved_elsewhere(), report("inspector"));
   // The function object itself is spawned (co_spawn keeps it alive): the
   // coroutine of a lambda called in place would outlive its captures.
   asio::co_spawn(
@@ -235,7 +242,7 @@ void router::recover() {
     job->request = decoded.job;
     if (job->request && job->request->jname) job->jname = *job->request->jname;
     in_flight_[job->entry.job_id] = job;
-    if (job->entry.state == journal_state::finished) {
+    if (job->entry.state == journal_state::finished && !job->entry.replied) {
       outbox_.push_back(job);
     } else {
       job->unconfirmed = true;
@@ -260,7 +267,8 @@ awaitable<void> router::confirm_jobs() {
     }
     std::optional<beanstalk::stats_map> stats = co_await worker_.stats_job(id);
     const bool buried = stats && stats->count("state") && stats->at("state") == "buried";
-    const bool ours = buried && co_await still_in_broker(worker_, job->entry, nullptr);
+    // A job taken over is the journal's whatever the broker's state of it.
+    const bool ours = (buried || job->entry.taken_over) && co_await still_in_broker(worker_, job->entry, nullptr);
     unconfirmed_.pop_front();
     job->unconfirmed = false;
     const std::string what = describe_job(id, job->request);
@@ -285,12 +293,146 @@ awaitable<void> router::confirm_jobs() {
         schedule(job);
         break;
       case journal_state::finished:
+        if (job->entry.replied) {
+          // Answered already: deleted once the connection holding it lets go.
+          if (co_await worker_.remove(id)) forget(job);
+          break;
+        }
         outbox_.push_back(job);
         outbox_changed_.notify();
         break;
     }
   }
   start_ready_jobs();
+}
+
+// After each (re)connect of the worker: a connection the router gave up on
+// may still hold a job reserved in the broker's eyes.
+void router::look_for_reserved_elsewhere() {
+  look_for_reserved_elsewhere_ = true;
+  reserved_elsewhere_check_.notify();
+  inspector_sleep_.cancel();
+}
+
+// Looks for jobs of the pool that the broker keeps reserved for a connection
+// that is not the router's (see stuck_jobs.hpp), and takes over each one the
+// broker keeps past its TTR. While some are still within their TTR it looks
+// again once that has passed. Its own connection, closed when there is
+// nothing to watch, so that the worker goes on reserving meanwhile.
+awaitable<void> router::watch_reserved_elsewhere() {
+  while (!stopping_) {
+    if (!look_for_reserved_elsewhere_) {
+      inspector_.close();
+      co_await reserved_elsewhere_check_.wait();
+      continue;
+    }
+    look_for_reserved_elsewhere_ = false;
+    std::chrono::seconds look_again{0};
+    try {
+      if (!inspector_.is_open()) co_await connect(inspector_);
+      const std::vector<reserved_elsewhere> found = co_await find_reserved_elsewhere(
+          inspector_, cfg_.beanstalkd.tube, [this](std::uint64_t id) { return in_flight_.count(id) != 0; });
+      metrics_.set_jobs_reserved_elsewhere(found.size());
+      for (const reserved_elsewhere& job : found) {
+        if (kept_past_ttr(job)) {
+          if (!co_await take_over(job)) look_again = std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout);
+          continue;
+        }
+        if (reported_reserved_elsewhere_.insert(job.id).second)
+          log_->warn("job {} of tube {} is reserved by a connection that is not the router's ({} s of its TTR of {} s "
+                     "left); the router takes it over if the broker keeps it past its TTR",
+                     job.id, cfg_.beanstalkd.tube, job.time_left, job.ttr);
+        // time-left is in whole seconds: a second more, and it is clearly past.
+        const std::chrono::seconds wait{job.time_left + 2};
+        if (look_again.count() == 0 || wait < look_again) look_again = wait;
+      }
+    } catch (const std::exception& ex) {
+      inspector_.close();
+      log_->warn("looking for jobs of tube {} reserved elsewhere: {}; again in {} s", cfg_.beanstalkd.tube,
+                 failure_text(ex), cfg_.beanstalkd.reconnect_timeout);
+      look_again = std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout);
+    }
+    if (look_again.count() > 0 && !stopping_) {
+      inspector_.close();
+      co_await sleep_on(inspector_sleep_, look_again);
+      look_for_reserved_elsewhere_ = true;
+    }
+  }
+  inspector_.close();
+}
+
+// Serves a job that the broker keeps reserved past its TTR for a connection
+// that is not the router's, from its body, with the journal as its owner:
+// beanstalkd itself should have given it out again at its TTR. That
+// connection alone may bury or delete the broker's job, so the broker keeps
+// it until it lets go; then the worker recognises it by id, age and body
+// (is_new) and buries it, or deletes it once its reply is put. Its entry
+// lasts until then, so it runs at most once. False when it could not be
+// recorded (it is tried again later).
+awaitable<bool> router::take_over(const reserved_elsewhere& stuck) {
+  std::optional<beanstalk::job> peeked = co_await inspector_.peek(stuck.id);
+  std::optional<beanstalk::stats_map> stats = co_await inspector_.stats_job(stuck.id);
+  const bool still_kept = stats && stats->count("state") && stats->at("state") == "reserved" &&
+                          stats->count("time-left") && stats->at("time-left").starts_with('-');
+  // Gone, given back, or taken by the worker meanwhile: nothing to take over.
+  if (!peeked || !still_kept || stopping_ || in_flight_.count(stuck.id)) co_return true;
+  log_->warn("job {} of tube {} is reserved by a connection that is not the router's, and the broker keeps it "
+             "{} s past its TTR of {} s; taken over from its body (reply to {}{})",
+             stuck.id, cfg_.beanstalkd.tube, -stuck.time_left, stuck.ttr, cfg_.beanstalkd.reply_tube_prefix, stuck.id);
+  intake batch;
+  batch.may_send_back = false;
+  try {
+    take(std::move(*peeked), batch);
+    batch.jobs.front()->entry.taken_over = true;
+    save(batch.jobs.front());
+    co_await make_durable(batch.jobs.front()->journal_sequence);
+  } catch (const std::exception& ex) {
+    log_->error("job {}: journal: {}; taken over later", stuck.id, loggable(ex.what()));
+    for (const job_ptr& job : batch.jobs) forget(job);
+    co_return false;
+  }
+  const job_ptr job = batch.jobs.front();
+  reported_reserved_elsewhere_.erase(stuck.id);
+  metrics_.job_taken_over();
+  if (job->entry.state == journal_state::finished) {
+    metrics_.job_finished("bad_input", -1);
+    outbox_.push_back(job);
+    outbox_changed_.notify();
+  } else {
+    schedule(job);
+  }
+  start_ready_jobs();
+  for (const job_ptr& waiting : ready_) record_not_started(waiting);
+  co_return true;
+}
+
+// After the reply of a job is put: whether the router is done with the
+// broker's job (deleted, or gone). The broker may still keep a job taken
+// over reserved for the other connection: then its entry stays, marked
+// replied, and the worker deletes the job when it comes back (is_new).
+awaitable<bool> router::done_with_broker_job(const job_ptr& job) {
+  if (!job->entry.taken_over) co_return true;
+  const std::uint64_t id = job->entry.job_id;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::optional<beanstalk::stats_map> stats = co_await publisher_.stats_job(id);
+    if (!stats) co_return true; // deleted (by publish), or gone
+    if (!stats->count("state") || stats->at("state") != "reserved") {
+      if (co_await publisher_.remove(id)) co_return true; // given back, or buried by the worker: deletable
+      continue;
+    }
+    if (!job->entry.taken_over) continue; // buried by the worker meanwhile: deletable now
+    break;
+  }
+  // No co_await from the check above to here: the worker sees both or neither.
+  job->entry.replied = true;
+  try {
+    save(job);
+  } catch (const std::exception& ex) {
+    log_->error("job {}: journal: {}", id, loggable(ex.what()));
+  }
+  log_->info("job {}: reply put; the broker keeps the job reserved for another connection, and it is deleted "
+             "when it comes back", id);
+  co_return false;
 }
 
 awaitable<void> router::connect(beanstalk::connection& conn) {
@@ -363,6 +505,7 @@ awaitable<void> router::worker_loop() {
       broker_connected_ = true;
       failures = 0;
       co_await confirm_jobs();
+      look_for_reserved_elsewhere();
       while (!stopping_) co_await take_next();
     } catch (const std::exception& ex) {
       // One failure path: broker errors, and the journal failing to record a
@@ -449,19 +592,36 @@ awaitable<bool> router::still_in_broker(beanstalk::connection& conn, const journ
 // dealt with here (buried again, or released for later).
 awaitable<bool> router::is_new(const beanstalk::job& reserved) {
   const std::uint64_t id = reserved.id;
-  if (auto old = in_flight_.find(id); old != in_flight_.end() && old->second->unconfirmed) {
+  if (auto old = in_flight_.find(id);
+      old != in_flight_.end() && old->second->unconfirmed && !old->second->entry.taken_over) {
     forget(old->second); // its bury never happened: this is the same job, not yet run
   }
   auto old = in_flight_.find(id);
   if (old == in_flight_.end()) co_return true;
   // Either the same job back again (an operator kicked it) or a broker that
   // restarted without its binlog and reuses ids.
-  if (co_await still_in_broker(worker_, old->second->entry, &reserved.body)) {
-    log_->warn("job {} came back while the router holds it; buried again, not run twice", id);
-    co_await worker_.bury(id, 0);
+  const job_ptr held = old->second;
+  if (co_await still_in_broker(worker_, held->entry, &reserved.body)) {
+    if (!held->entry.replied) {
+      log_->warn("job {} came back while the router holds it; buried again, not run twice", id);
+      co_await worker_.bury(id, 0);
+    }
+    if (held->entry.replied) {
+      // Taken over, and answered while another connection held it.
+      log_->info("job {} came back after the router took it over and put its reply; deleted", id);
+      co_await worker_.remove(id);
+      forget(held);
+    } else if (held->entry.taken_over) {
+      held->entry.taken_over = false; // buried for the router now, as any job it holds
+      try {
+        save(held);
+      } catch (const std::exception& ex) {
+        log_->error("job {}: journal: {}", id, loggable(ex.what()));
+      }
+    }
     co_return false;
   }
-  if (old->second->entry.state != journal_state::finished) {
+  if (held->entry.state != journal_state::finished) {
     // The earlier job with this id is still being served: take the new one
     // once that is done.
     log_->warn("job id {} reused by the broker while the earlier job runs; released for later", id);
@@ -469,7 +629,7 @@ awaitable<bool> router::is_new(const beanstalk::job& reserved) {
     co_return false;
   }
   log_->warn("job id {} reused by the broker: the earlier job is gone, its reply is dropped", id);
-  forget(old->second);
+  forget(held);
   co_return true;
 }
 
@@ -495,7 +655,7 @@ void router::take(beanstalk::job reserved, intake& batch) {
   if (!refusal && !decoded.job) refusal = job_refusal{router_errcode::bad_input, std::move(decoded.error)};
   if (!refusal) refusal = check_job(*decoded.job, cfg_.policy);
   if (refusal) decoded.job.reset();
-  if (decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
+  if (batch.may_send_back && decoded.job && decoded.job->jname && defer(*decoded.job->jname, id, batch)) return;
   // Remembered only once it is really taken (not sent back until its turn).
   if (decoded.job && check == job_check::good && (refusal = admit_signed(opened, id, now))) decoded.job.reset();
   auto job = std::make_shared<job_state>();
@@ -921,7 +1081,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   try {
     files_.add_job(id);
   } catch (const std::exception& ex) {
-    log_->warn("counting the files of {}: {}", what, ex.what());
+    log_->warn("counting the files of {}: {}", what, loggable(ex.what()));
   }
   co_return r;
 }
@@ -1126,12 +1286,12 @@ awaitable<void> router::publisher_loop() {
     bool failed = false;
     try {
       co_await open_publisher();
-      co_await publish(job);
+      const bool answered = co_await publish(job);
       if (publisher_failing_) {
         log_->info("broker {} reachable again; putting {} waiting replies", cfg_.beanstalkd.uri, outbox_.size());
         publisher_failing_ = false;
       }
-      forget(job);
+      if (!answered || co_await done_with_broker_job(job)) forget(job);
       if (!outbox_.empty() && outbox_.front() == job) outbox_.pop_front();
     } catch (const std::exception& ex) {
       publisher_.close();
@@ -1156,6 +1316,8 @@ void router::request_stop() {
   worker_.close();
   worker_sleep_.cancel();
   prune_timer_.cancel();
+  inspector_sleep_.cancel();
+  reserved_elsewhere_check_.notify();
   // Jobs that never got a slot did not run: the next start runs them.
   for (const job_ptr& job : ready_) record_not_started(job);
   try {

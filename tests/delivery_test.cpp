@@ -9,6 +9,8 @@
 #include "bs_router/journal.hpp"
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/freezing_relay.hpp"
+#include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
@@ -64,6 +66,121 @@ beanstalkd_server::options with_binlog(const fs::path& dir) {
   beanstalkd_server::options opts;
   opts.binlog_dir = dir.string();
   return opts;
+}
+
+// A partition freezes the router's connections while its reserve is pending
+// at the broker; a job put then goes to that reserve, and its answer never
+// arrives. beanstalkd may keep such a job reserved for the silent connection
+// past its TTR (src/stuck_jobs.hpp); a broker whose clock tells whole seconds
+// always does, so here it is certain.
+struct partitioned_broker {
+  partitioned_broker() : server(coarse()), relay(server.host(), server.port()) {}
+  static beanstalkd_server::options coarse() {
+    beanstalkd_server::options opts;
+    opts.coarse_clock = true;
+    return opts;
+  }
+  // A pool served through the relay, its reserve long enough to be still
+  // pending when the job comes.
+  json pool_config(std::uint16_t metrics_port = 0) const {
+    json extra{{"beanstalkd", {{"uri", relay.uri()}, {"reserve_timeout", 10}}}};
+    if (metrics_port != 0) extra["metrics_listen"] = "127.0.0.1:" + std::to_string(metrics_port);
+    return extra;
+  }
+  // Freezes the router's connections once its reserve is at the broker, puts
+  // `job` (TTR 1 s), and returns its id once the broker keeps it reserved
+  // for the frozen connection past its TTR.
+  std::uint64_t put_while_the_reserve_is_frozen(test_pool& pool, const body& job) {
+    EXPECT_TRUE(wait_until([&] {
+      auto stats = pool.client().stats_tube(pool.tube());
+      return stats && stats->at("current-waiting") == "1";
+    }));
+    relay.freeze();
+    const auto id = pool.put_job(job, 0, 0, /*ttr=*/1);
+    EXPECT_TRUE(wait_until([&] {
+      auto stats = pool.client().stats_job(id);
+      return stats && stats->at("state") == "reserved" && stats->at("time-left").starts_with('-');
+    }));
+    return id;
+  }
+  beanstalkd_server server;
+  freezing_relay relay;
+};
+
+// The router takes it over: one run, one reply, and when the partition heals
+// and the broker gives the job back, the router deletes it instead of
+// running or answering it again.
+TEST(Delivery, AJobTheBrokerKeepsReservedForASilentConnectionRunsOnceWithOneReply) {
+  partitioned_broker broker;
+  const std::uint16_t metrics_port = free_loopback_port();
+  test_pool pool(broker.server, broker.pool_config(metrics_port));
+  pool.start_router();
+  const auto id = broker.put_while_the_reserve_is_frozen(
+      pool, body{{"Command", "jcreate"}, {"CommandArgs", {{"jname", "frozen1"}}}});
+
+  auto replies = pool.wait_final_reply(id, 60s);
+  ASSERT_FALSE(replies.empty()) << pool.log_text();
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  EXPECT_NE(pool.log_text().find("taken over from its body"), std::string::npos) << pool.log_text();
+  EXPECT_EQ(metric_sample(metrics_port, "bs_router_jobs_taken_over_total"), 1.0);
+
+  // The partition heals: the frozen connection's close reaches the broker,
+  // which gives the job back (this broker may do so earlier: its clock of
+  // whole seconds also upsets its timer heap). The router deletes it
+  // instead of running or answering it again.
+  broker.relay.thaw();
+  ASSERT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); })) << pool.log_text();
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  auto reply_tube = pool.client().stats_tube(pool.reply_tube(id));
+  EXPECT_TRUE(!reply_tube || reply_tube->at("current-jobs-ready") == "0"); // no second reply
+  EXPECT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
+}
+
+// The broker gives the job back while the run it was taken over for goes on:
+// the router buries it, as any job it holds, and answers it once.
+TEST(Delivery, AJobTakenOverThatComesBackWhileItRunsIsBuriedAndAnsweredOnce) {
+  partitioned_broker broker;
+  test_pool pool(broker.server, broker.pool_config());
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = broker.put_while_the_reserve_is_frozen(pool, held_job("jcreate", gate));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }, 60s)) << pool.log_text();
+  broker.relay.thaw();
+  ASSERT_TRUE(wait_until([&] {
+    auto stats = pool.client().stats_job(id);
+    return stats && stats->at("state") == "buried";
+  })) << pool.log_text();
+  open_gate(gate);
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty()) << pool.log_text();
+  EXPECT_EQ(replies.back()["ErrCode"], 0);
+  EXPECT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); }));
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  EXPECT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
+}
+
+// Killed while it runs a job it took over, the router finds the entry at the
+// next start with the job still reserved for the frozen connection: the
+// entry is the journal's, so the job is answered 1003 and never run again,
+// also once the broker gives it back.
+TEST(Delivery, ARouterKilledWhileItRunsAJobTakenOverAnswers1003AfterRestartAndRunsItNoMore) {
+  partitioned_broker broker;
+  test_pool pool(broker.server, broker.pool_config());
+  pool.start_router();
+  const fs::path gate = pool.dir() / "gate";
+  const auto id = broker.put_while_the_reserve_is_frozen(pool, held_job("jcreate", gate));
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }, 60s)) << pool.log_text();
+  pool.kill_router();
+  pool.start_router();
+  auto replies = pool.wait_final_reply(id);
+  ASSERT_FALSE(replies.empty()) << pool.log_text();
+  EXPECT_EQ(replies.back()["ErrCode"], 1003);
+  broker.relay.thaw();
+  ASSERT_TRUE(wait_until([&] { return !pool.client().stats_job(id).has_value(); })) << pool.log_text();
+  EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
+  EXPECT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
+  open_gate(gate); // the orphaned run ends
 }
 
 TEST(Delivery, AJobThatOutlivesItsTtrRunsOnce) {

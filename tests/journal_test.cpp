@@ -54,6 +54,32 @@ journal_entry finished_entry(std::uint64_t id) {
   return e;
 }
 
+// A job taken over from a connection the broker kept it for, answered or
+// not: the next start must know both (see router::take_over).
+TEST_F(JournalTest, TakenOverAndRepliedMarksSurviveARestart) {
+  {
+    journal j(dir.string());
+    journal_entry taken = entry(5, journal_state::running, "{\"Command\":\"jls\"}");
+    taken.taken_over = true;
+    j.save(taken);
+    journal_entry answered = finished_entry(6);
+    answered.taken_over = true;
+    answered.replied = true;
+    j.save(answered);
+    j.save(finished_entry(7));
+    j.sync();
+  }
+  journal j(dir.string());
+  auto entries = j.load();
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_TRUE(entries[0].taken_over);
+  EXPECT_FALSE(entries[0].replied);
+  EXPECT_TRUE(entries[1].taken_over);
+  EXPECT_TRUE(entries[1].replied);
+  EXPECT_FALSE(entries[2].taken_over);
+  EXPECT_FALSE(entries[2].replied);
+}
+
 TEST_F(JournalTest, CreatesItsDirectoryAndRoundTripsEntries) {
   journal j(dir.string());
   EXPECT_TRUE(fs::is_directory(dir));

@@ -95,6 +95,9 @@ class connection {
   boost::asio::awaitable<stats_map> stats();
   boost::asio::awaitable<std::optional<stats_map>> stats_job(std::uint64_t id);
   boost::asio::awaitable<std::optional<job>> peek(std::uint64_t id);
+  boost::asio::awaitable<std::optional<stats_map>> stats_tube(std::string_view tube);
+  // Pipelined stats-job of several jobs, in order (nullopt: NOT_FOUND).
+  boost::asio::awaitable<std::vector<std::optional<stats_map>>> stats_jobs(const std::vector<std::uint64_t>& ids);
 
  private:
   // Writes one request and reads one response, within `deadline`. Throws

@@ -36,6 +36,13 @@ struct journal_entry {
   std::string body;          // the job's body as reserved
   std::int64_t reserved_at = 0; // unix seconds; tells a reused job id from this job
   std::optional<reply> result;  // finished only
+  // Taken over from its body while another connection kept the broker's job
+  // reserved past its TTR (see router::take_over): the broker's job is not
+  // buried for the router, and comes back to it some day.
+  bool taken_over = false;
+  // Taken over, and its final reply is put: the broker's job is only to be
+  // deleted once it comes back, never answered or run again.
+  bool replied = false;
 };
 
 class journal {

@@ -55,6 +55,10 @@ class metrics {
   void set_replies_waiting(std::size_t n) { replies_waiting_ = n; }
   void set_broker_connected(bool connected) { broker_connected_ = connected; }
   void reconnect() { ++reconnects_; }
+  // Jobs of the pool the broker keeps reserved for a connection that is not
+  // the router's (last look), and those the router took over (see router).
+  void set_jobs_reserved_elsewhere(std::size_t n) { jobs_reserved_elsewhere_ = n; }
+  void job_taken_over() { ++jobs_taken_over_; }
   // The journal's own totals: syncs made (fdatasync or rewrite) and the time
   // they took, which is how long the disk held the router up.
   void set_journal_syncs(std::uint64_t syncs, double seconds) {
@@ -78,6 +82,8 @@ class metrics {
   std::size_t replies_waiting_ = 0;
   bool broker_connected_ = false;
   std::uint64_t reconnects_ = 0;
+  std::size_t jobs_reserved_elsewhere_ = 0;
+  std::uint64_t jobs_taken_over_ = 0;
   std::uint64_t journal_syncs_ = 0;
   double journal_sync_seconds_ = 0;
 };

@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,7 @@
 #include "bs_router/replay_guard.hpp"
 #include "bs_router/reply.hpp"
 #include "bs_router/spawn.hpp"
+#include "bs_router/stuck_jobs.hpp"
 
 namespace bs_router {
 
@@ -106,6 +108,10 @@ class router {
 
   void recover();
   boost::asio::awaitable<void> confirm_jobs();
+  void look_for_reserved_elsewhere();
+  boost::asio::awaitable<void> watch_reserved_elsewhere();
+  boost::asio::awaitable<bool> take_over(const reserved_elsewhere& stuck);
+  boost::asio::awaitable<bool> done_with_broker_job(const job_ptr& job);
   void schedule(const job_ptr& job);
   void start_ready_jobs();
   void finish_run(const job_ptr& job);
@@ -133,6 +139,8 @@ class router {
   // The largest reply to put: the broker's max-job-size less what its binlog
   // needs, within max_reply_bytes (see reply_limit). Read at each connect.
   std::size_t reply_limit_;
+  // Looks for jobs of the pool reserved for connections not the router's.
+  beanstalk::connection inspector_;
   std::uint64_t publisher_epoch_ = 1; // counts the publisher's connections
 
   std::map<std::uint64_t, job_ptr> in_flight_;           // every job taken and not yet answered
@@ -157,10 +165,14 @@ class router {
 
   async_event capacity_changed_;
   async_event outbox_changed_;
+  async_event reserved_elsewhere_check_;
+  bool look_for_reserved_elsewhere_ = false;
+  std::set<std::uint64_t> reported_reserved_elsewhere_; // logged once each
   boost::asio::steady_timer worker_sleep_;
   boost::asio::steady_timer publisher_sleep_;
   boost::asio::steady_timer shutdown_timer_;
   boost::asio::steady_timer prune_timer_;
+  boost::asio::steady_timer inspector_sleep_;
 
   metrics metrics_;
   std::unique_ptr<metrics_server> metrics_server_;

@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char** environ;
+
 namespace bs_router::testing {
 
 namespace {
@@ -64,7 +66,14 @@ bool beanstalkd_server::try_start_on(std::uint16_t port) {
     argv.push_back("-z");
     argv.push_back(std::to_string(options_.max_job_size));
   }
-  const pid_t pid = spawn_process(argv);
+  spawn_options spawn;
+  if (options_.coarse_clock) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e; ++e) env.emplace_back(*e);
+    env.emplace_back(std::string("LD_PRELOAD=") + COARSE_CLOCK_PATH);
+    spawn.env = std::move(env);
+  }
+  const pid_t pid = spawn_process(argv, spawn);
   bool exited = false;
   const bool ready = wait_until(
       [&] {

@@ -16,6 +16,9 @@ class beanstalkd_server {
   struct options {
     std::string binlog_dir;       // non-empty: -b DIR, so jobs survive a restart
     std::size_t max_job_size = 0; // non-zero: -z N
+    // Its clock tells whole seconds (support/coarse_clock.cpp): it then keeps
+    // a job reserved past its TTR for a connection that stays silent.
+    bool coarse_clock = false;
   };
 
   // Found by CMake (/usr/bin on Debian, /usr/local/bin on FreeBSD).
