@@ -1,4 +1,5 @@
 #include "support/claiming_proxy.hpp"
+#include "support/loopback.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -13,24 +14,6 @@
 namespace bs_router::testing {
 
 namespace {
-
-sockaddr_in loopback(std::uint16_t port) {
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  return addr;
-}
-
-bool send_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
 
 // The broker's answers, framed: a line, and for OK, RESERVED and FOUND the
 // body it announces. Only the body of an OK that holds max-job-size (the
@@ -79,17 +62,7 @@ class answer_rewriter {
 
 claiming_proxy::claiming_proxy(std::uint16_t target_port, std::string claimed_max_job_size)
     : target_port_(target_port), claim_(std::move(claimed_max_job_size)) {
-  listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listener_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in addr = loopback(0);
-  socklen_t len = sizeof addr;
-  if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener_, 16) != 0 ||
-      ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int error = errno;
-    ::close(listener_);
-    throw std::runtime_error(std::string("claiming_proxy: ") + std::strerror(error));
-  }
-  port_ = ntohs(addr.sin_port);
+  listener_ = listen_on_loopback(&port_, "claiming_proxy");
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
@@ -114,10 +87,8 @@ void claiming_proxy::accept_loop() {
 }
 
 void claiming_proxy::serve(int client) {
-  const int broker = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const sockaddr_in addr = loopback(target_port_);
-  if (broker < 0 || ::connect(broker, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    if (broker >= 0) ::close(broker);
+  const int broker = connect_to_loopback(target_port_);
+  if (broker < 0) {
     ::close(client);
     return;
   }

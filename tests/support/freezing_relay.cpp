@@ -1,4 +1,5 @@
 #include "support/freezing_relay.hpp"
+#include "support/loopback.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -28,39 +29,18 @@ int connect_to(const std::string& host, std::uint16_t port) {
   return fd;
 }
 
-// Writes all of it; false when the peer is gone.
-bool write_all(int fd, const char* data, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    data += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
 } // namespace
 
 freezing_relay::freezing_relay(std::string host, std::uint16_t port)
     : host_(std::move(host)), target_port_(port) {
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listen_fd_, 16) != 0 ||
-      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
-      ::pipe(wake_pipe_) != 0) {
+  listen_fd_ = listen_on_loopback(&port_, "freezing_relay");
+  if (::pipe(wake_pipe_) != 0) {
     const std::string why = std::strerror(errno);
-    if (listen_fd_ >= 0) ::close(listen_fd_);
-    throw std::runtime_error("freezing_relay: cannot listen: " + why);
+    ::close(listen_fd_);
+    throw std::runtime_error("freezing_relay: pipe: " + why);
   }
   for (int fd : wake_pipe_) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   ::fcntl(wake_pipe_[0], F_SETFL, O_NONBLOCK);
-  port_ = ntohs(addr.sin_port);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -152,7 +132,7 @@ void freezing_relay::run() {
         const ssize_t n = ::read(from, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR) continue;
         // One side closed: the other learns it (unless frozen, above).
-        if (n <= 0 || !write_all(to, chunk, static_cast<std::size_t>(n))) close_pair(p);
+        if (n <= 0 || !send_all(to, std::string_view(chunk, static_cast<std::size_t>(n)))) close_pair(p);
       }
     }
     std::erase_if(pairs_, [](const pair& p) { return p.client < 0; });

@@ -1,4 +1,5 @@
 #include "support/scripted_broker.hpp"
+#include "support/loopback.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -29,17 +30,6 @@ std::size_t number_field(const std::string& line, int skip) {
 }
 
 // Writes all of `data`, or gives up when the peer has gone.
-void send_all(int fd, const std::string& data) {
-  std::size_t sent = 0;
-  while (sent < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      return;
-    }
-    sent += static_cast<std::size_t>(n);
-  }
-}
 
 } // namespace
 
@@ -51,19 +41,12 @@ struct scripted_broker::client {
 };
 
 scripted_broker::scripted_broker(options opts) : options_(std::move(opts)) {
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listen_fd_, 16) != 0 ||
-      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 || ::pipe(wake_pipe_) != 0) {
+  listen_fd_ = listen_on_loopback(&port_, "scripted broker");
+  if (::pipe(wake_pipe_) != 0) {
     const int error = errno;
     ::close(listen_fd_);
-    throw std::runtime_error(std::string("scripted broker: ") + std::strerror(error));
+    throw std::runtime_error(std::string("scripted broker: pipe: ") + std::strerror(error));
   }
-  port_ = ntohs(addr.sin_port);
   thread_ = std::thread([this] { serve(); });
 }
 
@@ -194,7 +177,7 @@ void scripted_broker::answer(client& c, const std::string& line) {
   } else {
     out = "UNKNOWN_COMMAND\r\n";
   }
-  send_all(c.fd, out);
+  (void)send_all(c.fd, out); // a peer gone is seen by the next read
 }
 
 } // namespace bs_router::testing
