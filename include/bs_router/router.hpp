@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,7 @@
 
 #include "bs_router/async_event.hpp"
 #include "bs_router/beanstalk_connection.hpp"
+#include "bs_router/cbsd_database.hpp"
 #include "bs_router/config.hpp"
 #include "bs_router/job.hpp"
 #include "bs_router/job_files.hpp"
@@ -98,6 +100,7 @@ class router {
   boost::asio::awaitable<bool> still_in_broker(beanstalk::connection& conn, const journal_entry& entry,
                                                const std::string* body);
 
+  void choose_lookup_source();
   void recover();
   boost::asio::awaitable<void> confirm_jobs();
   void schedule(const job_ptr& job);
@@ -158,6 +161,10 @@ class router {
   metrics metrics_;
   std::unique_ptr<metrics_server> metrics_server_;
   bool broker_connected_ = false;
+
+  // Where Guid, DskGuid and Vnc are read (lookups): null when cbsd is asked.
+  std::unique_ptr<cbsd_database> database_;
+  std::set<database_problem> database_problems_logged_; // each cause of falling back, once
 
   bool stopping_ = false;
   bool worker_stopped_ = false;
