@@ -166,6 +166,7 @@ void router::choose_lookup_source() {
   } else {
     log_->info("Guid, DskGuid and Vnc: asked of cbsd ({})", loggable(*problem));
   }
+  if (database_) database_thread_ = std::make_unique<asio::thread_pool>(1);
 }
 
 router::~router() = default;
@@ -841,7 +842,13 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
   std::optional<lookup_values> from_database;
   if (!lookups.empty() && database_) {
     // Read once the run has ended; no other job of this jname runs meanwhile.
-    database_read read = database_->read(*request.jname, request.command == "bstart");
+    // On a thread of its own: opening a database costs file system work, and
+    // a read may wait out the busy timeout; the event loop keeps serving.
+    database_read read = co_await asio::co_spawn(
+        *database_thread_,
+        [db = database_.get(), jname = *request.jname,
+         want_vnc = request.command == "bstart"]() -> awaitable<database_read> { co_return db->read(jname, want_vnc); },
+        asio::use_awaitable);
     if (read.values)
       from_database = std::move(read.values);
     else if (database_problems_logged_.insert(read.problem).second)

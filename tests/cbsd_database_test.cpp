@@ -101,13 +101,20 @@ TEST_F(CbsdDatabaseTest, ValuesPerEmulator) {
   EXPECT_EQ(v.vnc, "");
 }
 
+std::string contents(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 TEST_F(CbsdDatabaseTest, UnknownJnameGetsZeroAsBgetGives) {
   const auto before = listing(dir);
+  const std::string inventory = contents(dir / "var" / "db" / "inv.testnode.sqlite");
   lookup_values v = read_ok("nosuchvm", true);
   EXPECT_EQ(v.guid, "0");
   EXPECT_EQ(v.dsk_guid, "0");
   EXPECT_EQ(v.vnc, "");
   EXPECT_EQ(listing(dir), before);
+  EXPECT_EQ(contents(dir / "var" / "db" / "inv.testnode.sqlite"), inventory); // read, never written
 }
 
 TEST_F(CbsdDatabaseTest, EmptyNullAndMultiLineValuesGiveZero) {

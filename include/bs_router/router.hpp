@@ -24,6 +24,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -171,6 +172,11 @@ class router {
   bool publisher_failing_ = false;
   bool done_ = false;
   std::function<void()> on_done_;
+
+  // Where the databases are read, made with database_ (cbsd_database::read
+  // is safe on another thread). Last, so that it is joined before anything
+  // it reads goes away.
+  std::unique_ptr<boost::asio::thread_pool> database_thread_;
 };
 
 } // namespace bs_router
