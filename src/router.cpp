@@ -148,6 +148,22 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
   choose_lookup_source();
 }
 
+// Runs on database_thread_ and hands the outcome back on the event loop
+// (where the coroutine that waits for it resumes). Nothing but the read runs
+// on that thread.
+awaitable<database_read> router::read_database(std::string jname, bool want_vnc) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(database_read)>(
+      [this, jname = std::move(jname), want_vnc](auto handler) mutable {
+        asio::post(*database_thread_, [this, jname = std::move(jname), want_vnc, handler = std::move(handler)]() mutable {
+          database_read read = database_->read(jname, want_vnc);
+          asio::post(io_, [handler = std::move(handler), read = std::move(read)]() mutable {
+            std::move(handler)(std::move(read));
+          });
+        });
+      },
+      asio::use_awaitable);
+}
+
 void router::choose_lookup_source() {
   if (cfg_.lookups == lookup_source::cbsd) {
     log_->info("Guid, DskGuid and Vnc: asked of cbsd (lookups \"cbsd\")");
@@ -844,11 +860,7 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
     // Read once the run has ended; no other job of this jname runs meanwhile.
     // On a thread of its own: opening a database costs file system work, and
     // a read may wait out the busy timeout; the event loop keeps serving.
-    database_read read = co_await asio::co_spawn(
-        *database_thread_,
-        [db = database_.get(), jname = *request.jname,
-         want_vnc = request.command == "bstart"]() -> awaitable<database_read> { co_return db->read(jname, want_vnc); },
-        asio::use_awaitable);
+    database_read read = co_await read_database(*request.jname, request.command == "bstart");
     if (read.values)
       from_database = std::move(read.values);
     else if (database_problems_logged_.insert(read.problem).second)

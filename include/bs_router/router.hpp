@@ -102,6 +102,7 @@ class router {
                                                const std::string* body);
 
   void choose_lookup_source();
+  boost::asio::awaitable<database_read> read_database(std::string jname, bool want_vnc);
   void recover();
   boost::asio::awaitable<void> confirm_jobs();
   void schedule(const job_ptr& job);
