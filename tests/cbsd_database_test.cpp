@@ -328,5 +328,19 @@ TEST_F(DatabaseLookupsTest, LookupsCbsdAsksCbsdAndDatabaseFallsBackPerJob) {
   EXPECT_EQ(pool.runs_of("bget").size(), 2u);
 }
 
+TEST_F(DatabaseLookupsTest, AJnameCbsdWouldEvaluateGetsNoLookUpFromTheDatabasesEither) {
+  test_pool pool(server, json{{"allow_unsafe_values", true}});
+  fixture::create_inventory(pool.dir());
+  fixture::create_vm(pool.dir(), "vm1", "bhyve", {{{"vm_zfs_guid", "1111"}}, "2222"});
+  pool.start_router();
+  auto replies = pool.wait_final_reply(pool.put_job(R"({"Command":"bstart","CommandArgs":{"jname":"vm1$x"}})"));
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["Guid"], "0");
+  EXPECT_EQ(replies.back()["DskGuid"], "0");
+  EXPECT_EQ(replies.back()["Vnc"], "");
+  EXPECT_EQ(runs_started(pool), 1u);
+  EXPECT_EQ(pool.log_text().find("asked of cbsd:"), std::string::npos);
+}
+
 } // namespace
 } // namespace bs_router::testing
