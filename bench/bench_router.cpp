@@ -15,6 +15,7 @@
 
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/cbsd_fixture.hpp"
 #include "support/loopback.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
@@ -75,6 +76,13 @@ constexpr std::chrono::seconds reply_wait_limit{10};
 constexpr double target_burst_ratio = 0.80;
 constexpr double target_latency_over_spawn_ms = 1.0;
 constexpr double target_peak_rss_mb = 10.0;
+// Targets of the look-ups issue: jname jobs/s with the databases against the
+// cbsd commands, and against the bare spawn rate (one run per job).
+constexpr double target_lookup_speedup = 2.5;
+constexpr double target_lookup_spawn_ratio = 0.80;
+constexpr int lookup_max_jobs[] = {4, 16};
+// Where the stand-in counts its runs (see cbsd_stub.c).
+constexpr const char* stub_runs_file = "cbsd_stub.runs";
 
 struct settings {
   std::size_t jobs = 2000;
@@ -82,6 +90,7 @@ struct settings {
   std::size_t waiting_jobs = 10000;
   std::string journal_dir; // non-empty: extra runs with each router's statedir under it
   bool keep_files = false;  // leave the run's directory in place
+  bool lookups_only = false; // only the baselines and the look-ups' runs
 };
 
 // --- small helpers ---------------------------------------------------------------
@@ -348,12 +357,15 @@ std::optional<journal_cost> journal_cost_per_job(std::uint16_t metrics_port, std
 // timeouts): the stand-in as cbsd, the concurrency under test, and the
 // journal elsewhere when asked.
 // Returns the metrics port it chose.
-std::uint16_t configure(test_pool& pool, int max_jobs, const std::string& journal_dir) {
+// `lookups`: the key's value, empty to leave it out.
+std::uint16_t configure(test_pool& pool, int max_jobs, const std::string& journal_dir,
+                        const std::string& lookups = "") {
   const std::uint16_t metrics_port = free_loopback_port();
   json extra = {{"cbsd_path", cbsd_stub_path},
                 {"max_jobs", max_jobs},
                 {"metrics_listen", fmt::format("127.0.0.1:{}", metrics_port)}};
   if (!journal_dir.empty()) extra["statedir"] = journal_dir + "/" + pool.name();
+  if (!lookups.empty()) extra["lookups"] = lookups;
   pool.write_config(extra);
   return metrics_port;
 }
@@ -371,6 +383,51 @@ std::string job_body(std::size_t index, bool with_jname) {
   if (with_jname)
     return json{{"Command", "jstart"}, {"CommandArgs", {{"jname", fmt::format("bench{}", index)}}}}.dump();
   return json{{"Command", "jls"}, {"CommandArgs", {{"header", "0"}}}}.dump();
+}
+
+// CBSD's databases as CBSD lays them out, with VMs bench0 .. bench<count-1>
+// (job_body's jnames), whose Guid and DskGuid are the stand-in's "ok": one VM
+// database made once and copied.
+void create_cbsd_databases(const test_pool& pool, std::size_t count) {
+  namespace fixture = cbsd_fixture;
+  const std::filesystem::path& env = pool.dir();
+  fixture::create_inventory(env);
+  fixture::create_vm_tables(env, "bench0", "bhyve");
+  {
+    fixture::database vm(fixture::vm_database_path(env, "bench0"));
+    fixture::insert_row(vm.get(), "settings", {{"vm_zfs_guid", "ok"}});
+    fixture::insert_row(vm.get(), "bhyvedsk", {{"jname", "bench0"}, {"dsk_path", "dsk1.vhd"}, {"dsk_zfs_guid", "ok"}});
+  }
+  fixture::database inventory(fixture::inventory_path(env));
+  inventory.exec("BEGIN");
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string jname = fmt::format("bench{}", i);
+    fixture::insert_row(inventory.get(), "jails", {{"jname", jname}, {"emulator", "bhyve"}});
+    if (i == 0) continue;
+    std::filesystem::create_directories(env / "jails-system" / jname);
+    std::filesystem::copy_file(fixture::vm_database_path(env, "bench0"), fixture::vm_database_path(env, jname));
+  }
+  inventory.exec("COMMIT");
+}
+
+// How the look-ups are made in a run: nullopt for the pool as the other runs
+// have it (no databases, lookups left out: the cbsd commands); else the
+// lookups key, with the databases made when "database", and the stand-in's
+// runs counted.
+using lookup_way = std::optional<std::string>;
+
+void prepare_lookups(const test_pool& pool, const lookup_way& way, std::size_t vms) {
+  if (!way) return;
+  if (*way == "database") create_cbsd_databases(pool, vms);
+  std::ofstream(pool.dir() / stub_runs_file); // the stand-in appends to it
+}
+
+std::optional<std::size_t> stub_runs(const test_pool& pool, const lookup_way& way) {
+  if (!way) return std::nullopt;
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(pool.dir() / stub_runs_file, ec);
+  if (ec) return std::nullopt;
+  return static_cast<std::size_t>(size);
 }
 
 // Every put the broker took since it started: the jobs we put plus the
@@ -461,11 +518,15 @@ struct burst_result {
   std::optional<long> peak_rss_kb; // wait4 after the stop
   std::optional<cpu_split> router_cpu_ms_per_job; // Linux: the router, and the cbsd runs it reaped
   std::optional<journal_cost> journal;
+  lookup_way lookups;                // the look-ups' runs only
+  std::optional<std::size_t> stub_runs; // counted by the stand-in, for those
 
   double jobs_per_second() const { return static_cast<double>(jobs) / seconds; }
-  double runs_per_second() const {
-    return jobs_per_second() * static_cast<double>(with_jname ? runs_per_jname_job : 1);
+  double runs_per_job() const {
+    if (stub_runs && jobs) return static_cast<double>(*stub_runs) / static_cast<double>(jobs);
+    return static_cast<double>(with_jname ? runs_per_jname_job : 1);
   }
+  double runs_per_second() const { return jobs_per_second() * runs_per_job(); }
   // The burst's ratio: its cbsd runs/s over the bare spawn rate beside it.
   double ratio() const { return runs_per_second() / adjacent_rate(); }
 };
@@ -473,11 +534,13 @@ struct burst_result {
 // All jobs go on the tube first, then the router starts: the time is the
 // router draining a full tube, from its exec to the broker holding the last
 // reply, start-up included.
-burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const std::string& journal_dir) {
+burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const std::string& journal_dir,
+                       const lookup_way& lookups = std::nullopt) {
   beanstalkd_server server;
   test_pool pool(server);
   pool.keep_directory(); // see work_directory
-  const std::uint16_t metrics_port = configure(pool, max_jobs, journal_dir);
+  const std::uint16_t metrics_port = configure(pool, max_jobs, journal_dir, lookups.value_or(""));
+  prepare_lookups(pool, lookups, jobs);
 
   burst_result result;
   result.max_jobs = max_jobs;
@@ -505,6 +568,8 @@ burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const st
                                              cpu->children_ms / static_cast<double>(jobs)};
   result.peak_rss_kb = stop_router_and_read_peak_kb(pool);
   result.replies = collect_replies(pool, job_ids, with_jname);
+  result.lookups = lookups;
+  result.stub_runs = stub_runs(pool, lookups);
   remove_outside_statedir(pool, journal_dir);
   return result;
 }
@@ -519,15 +584,19 @@ struct latency_result {
   double adjacent_spawn_p50_ms = 0; // one bare spawn's p50, measured just before
   std::optional<journal_cost> journal;
   reply_tally replies;
+  lookup_way lookups; // set: jobs with jname, made that way
+  std::optional<double> runs_per_job;
 };
 
 // One job at a time: put, wait for its reply, again. The time runs from just
 // before the put to the RESERVED of the reply.
-latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
+latency_result run_latency(std::size_t runs, const std::string& journal_dir, const lookup_way& lookups = std::nullopt) {
   beanstalkd_server server;
   test_pool pool(server);
   pool.keep_directory(); // see work_directory
-  const std::uint16_t metrics_port = configure(pool, 1, journal_dir);
+  const std::uint16_t metrics_port = configure(pool, 1, journal_dir, lookups.value_or(""));
+  prepare_lookups(pool, lookups, latency_warmup_runs + runs);
+  const bool with_jname = lookups.has_value();
 
   latency_result result;
   result.journal_elsewhere = !journal_dir.empty();
@@ -540,7 +609,7 @@ latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
   std::vector<double> run_durations_ms;
   for (std::size_t i = 0; i < latency_warmup_runs + runs; ++i) {
     const auto put_at = steady::now();
-    const std::uint64_t id = pool.put_job(job_body(i, false));
+    const std::uint64_t id = pool.put_job(job_body(i, with_jname));
     const auto reply_job = broker.reserve(pool.reply_tube(id), reply_wait_limit);
     const auto replied_at = steady::now();
     if (!reply_job) {
@@ -553,7 +622,7 @@ latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
     double run_ms = 0;
     try {
       const json reply = json::parse(reply_job->body);
-      problem = reply_problem(reply, id, false);
+      problem = reply_problem(reply, id, with_jname);
       run_ms = reply.value("Duration", 0.0) * 1000;
     } catch (const json::exception& ex) {
       problem = ex.what();
@@ -572,6 +641,9 @@ latency_result run_latency(std::size_t runs, const std::string& journal_dir) {
   result.run_p50_ms = percentile(run_durations_ms, 0.50);
   result.journal = journal_cost_per_job(metrics_port, latency_warmup_runs + runs);
   stop_router_and_read_peak_kb(pool);
+  result.lookups = lookups;
+  if (const auto counted = stub_runs(pool, lookups))
+    result.runs_per_job = static_cast<double>(*counted) / static_cast<double>(latency_warmup_runs + runs);
   remove_outside_statedir(pool, journal_dir);
   return result;
 }
@@ -656,6 +728,8 @@ struct report {
   baseline_result after;
   std::vector<burst_result> bursts;
   std::vector<latency_result> latencies;
+  std::vector<burst_result> lookup_bursts;       // jname, per lookup_max_jobs: cbsd then database
+  std::vector<latency_result> lookup_latencies;  // jname one at a time: cbsd then database
   waiting_result waiting;
   std::string load_before;
   std::string load_after;
@@ -752,6 +826,90 @@ void print_markdown(const report& r) {
 
 const char* verdict(bool met) { return met ? "met" : "not met"; }
 
+std::string runs_text(const std::optional<std::size_t>& runs, std::size_t jobs) {
+  if (!runs || jobs == 0) return "n/a";
+  return fmt::format("{:.2f}", static_cast<double>(*runs) / static_cast<double>(jobs));
+}
+
+// The run of the same max_jobs made `way`, beside a database one.
+const burst_result* burst_beside(const report& r, const burst_result& b, const std::string& way) {
+  for (const auto& other : r.lookup_bursts)
+    if (other.max_jobs == b.max_jobs && other.lookups == way) return &other;
+  return nullptr;
+}
+const burst_result* cbsd_way_beside(const report& r, const burst_result& b) { return burst_beside(r, b, "cbsd"); }
+
+std::string way_label(const lookup_way& way) {
+  if (!way) return "?";
+  return way->empty() ? "no jname" : *way;
+}
+
+void print_lookups_markdown(const report& r) {
+  if (r.lookup_bursts.empty() && r.lookup_latencies.empty()) return;
+  std::cout << fmt::format("\n#### Look-ups: {} jname jobs on the tube (each its own VM), the cbsd commands "
+                           "(lookups \"cbsd\") beside CBSD's databases (lookups \"database\")\n\n",
+                           r.options.jobs)
+            << "| max_jobs | lookups | jobs/s | cbsd runs per job (counted) | bare spawns/s beside "
+               "| jobs/s ÷ that | ÷ the cbsd way's jobs/s | ÷ the no-jname jobs/s | lost | invalid |\n"
+            << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& b : r.lookup_bursts) {
+    const burst_result* cbsd = b.lookups == "database" ? cbsd_way_beside(r, b) : nullptr;
+    const burst_result* plain = b.lookups == "database" ? burst_beside(r, b, "") : nullptr;
+    std::cout << fmt::format("| {} | {} | {:.1f} | {} | {:.0f} | **{:.0f}%** | {} | {} | {} | {} |\n", b.max_jobs,
+                             way_label(b.lookups), b.jobs_per_second(), runs_text(b.stub_runs, b.jobs),
+                             b.adjacent_rate(), 100 * b.jobs_per_second() / b.adjacent_rate(),
+                             cbsd ? fmt::format("**{:.2f}×**", b.jobs_per_second() / cbsd->jobs_per_second()) : "",
+                             plain ? fmt::format("{:.0f}%", 100 * b.jobs_per_second() / plain->jobs_per_second()) : "",
+                             b.replies.lost, b.replies.invalid);
+  }
+  std::cout << "\n| one jname job at a time | put-to-reply p50 ms | p99 ms | one bare spawn p50 just before, ms "
+               "| cbsd runs per job (counted) | lost | invalid |\n|---|---|---|---|---|---|---|\n";
+  for (const auto& l : r.lookup_latencies)
+    std::cout << fmt::format("| lookups \"{}\" | {:.2f} | {:.2f} | {:.2f} | {} | {} | {} |\n", l.lookups.value_or("?"),
+                             l.p50_ms, l.p99_ms, l.adjacent_spawn_p50_ms,
+                             l.runs_per_job ? fmt::format("{:.2f}", *l.runs_per_job) : "n/a", l.replies.lost,
+                             l.replies.invalid);
+}
+
+void print_lookups_summary(const report& r) {
+  if (r.lookup_bursts.empty() && r.lookup_latencies.empty()) return;
+  std::cout << "\nlook-ups, jname jobs:\n";
+  std::optional<double> speedup_at_4, spawn_ratio_at_4;
+  for (const auto& b : r.lookup_bursts) {
+    const burst_result* cbsd = b.lookups == "database" ? cbsd_way_beside(r, b) : nullptr;
+    const double spawn_ratio = b.jobs_per_second() / b.adjacent_rate();
+    std::cout << fmt::format("  max_jobs {:>2}, lookups {:<8} {:>8.1f} jobs/s, {} cbsd runs per job, {:.0f}% of the "
+                             "bare spawn rate beside{}; lost {}, invalid {}\n",
+                             b.max_jobs, way_label(b.lookups), b.jobs_per_second(), runs_text(b.stub_runs, b.jobs),
+                             100 * spawn_ratio,
+                             cbsd ? fmt::format(", {:.2f}× the cbsd way, {:.0f}% of the no-jname rate",
+                                                b.jobs_per_second() / cbsd->jobs_per_second(),
+                                                burst_beside(r, b, "") ? 100 * b.jobs_per_second() /
+                                                                             burst_beside(r, b, "")->jobs_per_second()
+                                                                       : 0.0)
+                                  : "",
+                             b.replies.lost, b.replies.invalid);
+    if (!b.replies.first_problem.empty()) std::cout << "    first problem: " << b.replies.first_problem << "\n";
+    if (cbsd && b.max_jobs == 4) {
+      speedup_at_4 = b.jobs_per_second() / cbsd->jobs_per_second();
+      spawn_ratio_at_4 = spawn_ratio;
+    }
+  }
+  for (const auto& l : r.lookup_latencies)
+    std::cout << fmt::format("  one at a time, lookups {:<8} p50 {:.2f} ms, p99 {:.2f} ms (one spawn p50 {:.2f} ms), "
+                             "{} cbsd runs per job; lost {}, invalid {}\n",
+                             l.lookups.value_or("?"), l.p50_ms, l.p99_ms, l.adjacent_spawn_p50_ms,
+                             l.runs_per_job ? fmt::format("{:.2f}", *l.runs_per_job) : "n/a", l.replies.lost,
+                             l.replies.invalid);
+  std::cout << "targets (look-ups issue):\n"
+            << fmt::format("  jname jobs/s at max_jobs 4, databases ≥ {:.1f}× the cbsd way: {} -> {}\n",
+                           target_lookup_speedup, speedup_at_4 ? fmt::format("{:.2f}×", *speedup_at_4) : "n/a",
+                           verdict(speedup_at_4 && *speedup_at_4 >= target_lookup_speedup))
+            << fmt::format("  and ≥ {:.0f}% of the bare spawn rate: {} -> {}\n", 100 * target_lookup_spawn_ratio,
+                           spawn_ratio_at_4 ? fmt::format("{:.0f}%", 100 * *spawn_ratio_at_4) : "n/a",
+                           verdict(spawn_ratio_at_4 && *spawn_ratio_at_4 >= target_lookup_spawn_ratio));
+}
+
 // Above this, creating a file costs several times what it does on a quiet
 // disk here (10-20 µs): see work_directory.
 constexpr double slow_file_create_us = 60.0;
@@ -826,7 +984,9 @@ const char* usage_text =
     "  --quick            300 jobs, 50 round trips, 2000 waiting (explicit options still win)\n"
     "  --journal-dir DIR  also run with each router's statedir under DIR (e.g. a tmpfs),\n"
     "                     to see what the journal's writes cost\n"
-    "  --keep-files       leave the run's directory (pools, job files) in place\n";
+    "  --keep-files       leave the run's directory (pools, job files) in place\n"
+    "  --lookups-only     only the baselines and the look-ups' runs (jname jobs, the cbsd\n"
+    "                     commands beside CBSD's databases)\n";
 
 std::size_t positive_number(const std::string& option, const char* text) {
   try {
@@ -860,6 +1020,8 @@ settings parse_command_line(int argc, char** argv) {
       s.journal_dir = value();
     } else if (arg == "--keep-files") {
       s.keep_files = true;
+    } else if (arg == "--lookups-only") {
+      s.lookups_only = true;
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage_text;
       std::exit(0);
@@ -940,6 +1102,7 @@ int main(int argc, char** argv) {
 
     std::vector<std::string> journal_dirs{""};
     if (!options.journal_dir.empty()) journal_dirs.push_back(options.journal_dir);
+    if (options.lookups_only) journal_dirs.clear();
     for (const auto& journal_dir : journal_dirs) {
       for (const bool with_jname : {false, true}) {
         // The jname bursts show the look-ups' cost; with the journal
@@ -964,8 +1127,32 @@ int main(int argc, char** argv) {
       latency.adjacent_spawn_p50_ms = percentile(spawn_ms, 0.50);
       r.latencies.push_back(std::move(latency));
     }
-    progress(fmt::format("memory with {} jobs waiting", options.waiting_jobs));
-    r.waiting = run_waiting(options.waiting_jobs);
+    if (!options.lookups_only) {
+      progress(fmt::format("memory with {} jobs waiting", options.waiting_jobs));
+      r.waiting = run_waiting(options.waiting_jobs);
+    }
+
+    for (const int max_jobs : lookup_max_jobs) {
+      // "": jobs without jname, the router's rate with one run per job and no look-up.
+      for (const char* way : {"", "cbsd", "database"}) {
+        const bool with_jname = *way != '\0';
+        progress(fmt::format("look-ups: {} {} jobs, max_jobs {}, lookups {}", options.jobs,
+                             with_jname ? "jname" : "no-jname", max_jobs, with_jname ? way : "none"));
+        const double rate_before = adjacent_spawn_rate(max_jobs, options.jobs);
+        burst_result burst = run_burst(options.jobs, max_jobs, with_jname, "", std::string(way));
+        burst.adjacent_rate_before = rate_before;
+        burst.adjacent_rate_after = adjacent_spawn_rate(max_jobs, options.jobs);
+        r.lookup_bursts.push_back(std::move(burst));
+      }
+    }
+    for (const char* way : {"cbsd", "database"}) {
+      progress(fmt::format("look-ups: {} jname round trips, lookups {}", options.latency_runs, way));
+      std::vector<double> spawn_ms;
+      measure_sequential(stub_spawner(), options.jobs, &spawn_ms);
+      latency_result latency = run_latency(options.latency_runs, "", std::string(way));
+      latency.adjacent_spawn_p50_ms = percentile(spawn_ms, 0.50);
+      r.lookup_latencies.push_back(std::move(latency));
+    }
 
     progress("baseline again");
     r.after = measure_baseline(options.jobs);
@@ -973,7 +1160,9 @@ int main(int argc, char** argv) {
     r.create_us_after = file_create_us(std::filesystem::path(work.path()) / "create-probe-after", probe_files);
 
     print_summary(r);
+    print_lookups_summary(r);
     print_markdown(r);
+    print_lookups_markdown(r);
   } catch (const std::exception& ex) {
     std::cerr << "bench_router: " << ex.what() << "\n";
     return 1;

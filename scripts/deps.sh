@@ -3,7 +3,7 @@
 # any is missing. On FreeBSD the same come from pkg (see README.md).
 set -eu
 
-packages="cmake make g++ libboost-dev nlohmann-json3-dev libspdlog-dev libcli11-dev \
+packages="cmake make g++ libboost-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libsqlite3-dev \
 libssl-dev libgtest-dev beanstalkd clang libclang-rt-14-dev shellcheck mandoc"
 
 missing=""

@@ -367,6 +367,16 @@ void read_new_keys(config_object& object, config& cfg) {
   object.read_int("job_timeout", cfg.job_timeout, 0, max_timeout_seconds);
   object.read_int("kill_grace", cfg.kill_grace, 1);
   if (auto progress = object.optional_bool("progress")) cfg.progress = *progress;
+  if (auto lookups = object.optional_string("lookups")) {
+    if (*lookups == "auto")
+      cfg.lookups = lookup_source::automatic;
+    else if (*lookups == "database")
+      cfg.lookups = lookup_source::database;
+    else if (*lookups == "cbsd")
+      cfg.lookups = lookup_source::cbsd;
+    else
+      object.fail("lookups", "expected \"auto\", \"database\" or \"cbsd\", got \"" + *lookups + "\"");
+  }
   object.read_int("shutdown_timeout", cfg.shutdown_timeout, 0);
   if (auto bytes = object.optional_integer("max_body_bytes", 1024, 16 * 1024 * 1024))
     cfg.max_body_bytes = static_cast<std::size_t>(*bytes);

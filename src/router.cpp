@@ -15,6 +15,7 @@
 #include <system_error>
 #include <unistd.h>
 
+#include "bs_router/cbsd_database.hpp"
 #include "bs_router/escape.hpp"
 #include "bs_router/job_policy.hpp"
 #include "bs_router/lookup.hpp"
@@ -174,6 +175,44 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
   if (!cfg_.job_keys.empty())
     replay_guard_ = std::make_unique<replay_guard>(journal_.state_directory().fd(),
                                                    static_cast<std::size_t>(cfg_.max_remembered_signatures), unix_now());
+  choose_lookup_source();
+}
+
+// Runs on database_thread_ and hands the outcome back on the event loop
+// (where the coroutine that waits for it resumes). Nothing but the read runs
+// on that thread.
+awaitable<database_read> router::read_database(std::string jname, bool want_vnc) {
+  return asio::async_initiate<const asio::use_awaitable_t<>&, void(database_read)>(
+      [this, jname = std::move(jname), want_vnc](auto handler) mutable {
+        asio::post(*database_thread_, [this, jname = std::move(jname), want_vnc, handler = std::move(handler)]() mutable {
+          database_read read = database_->read(jname, want_vnc);
+          asio::post(io_, [handler = std::move(handler), read = std::move(read)]() mutable {
+            std::move(handler)(std::move(read));
+          });
+        });
+      },
+      asio::use_awaitable);
+}
+
+void router::choose_lookup_source() {
+  if (cfg_.lookups == lookup_source::cbsd) {
+    log_->info("Guid, DskGuid and Vnc: asked of cbsd (lookups \"cbsd\")");
+    return;
+  }
+  auto database = std::make_unique<cbsd_database>(cfg_.cbsdenv);
+  const std::optional<std::string> problem = database->check_inventory();
+  if (!problem) {
+    log_->info("Guid, DskGuid and Vnc: read from CBSD's databases ({})", loggable(database->inventory_path()));
+    database_ = std::move(database);
+  } else if (cfg_.lookups == lookup_source::database) {
+    // Kept: each job reads again, and falls back to cbsd while it fails.
+    log_->warn("Guid, DskGuid and Vnc: lookups \"database\", but {}; jobs ask cbsd while it is so",
+               loggable(*problem));
+    database_ = std::move(database);
+  } else {
+    log_->info("Guid, DskGuid and Vnc: asked of cbsd ({})", loggable(*problem));
+  }
+  if (database_) database_thread_ = std::make_unique<asio::thread_pool>(1);
 }
 
 router::~router() = default;
@@ -1054,9 +1093,26 @@ awaitable<reply> router::run_cbsd(const job_ptr& job) {
     r.err_code = result.exit_code;
   }
 
-  if (!result.start_failed) {
+  const std::vector<lookup> lookups = result.start_failed ? std::vector<lookup>{} : lookups_for(request);
+  std::optional<lookup_values> from_database;
+  if (!lookups.empty() && database_) {
+    // Read once the run has ended; no other job of this jname runs meanwhile.
+    // On a thread of its own: opening a database costs file system work, and
+    // a read may wait out the busy timeout; the event loop keeps serving.
+    database_read read = co_await read_database(*request.jname, request.command == "bstart");
+    if (read.values)
+      from_database = std::move(read.values);
+    else if (database_problems_logged_.insert(read.problem).second)
+      log_->warn("{}: Guid, DskGuid and Vnc asked of cbsd: {} ({}); logged once for this cause", what,
+                 to_string(read.problem), loggable(read.detail));
+  }
+  if (from_database) {
+    r.guid = std::move(from_database->guid);
+    r.dsk_guid = std::move(from_database->dsk_guid);
+    r.vnc = std::move(from_database->vnc);
+  } else if (!result.start_failed) {
     std::optional<std::string> guid, dsk_guid, vnc_bind, vnc_port;
-    for (const lookup& l : lookups_for(request)) {
+    for (const lookup& l : lookups) {
       std::optional<std::string> value = co_await look_up(l.args, err.sink());
       switch (l.field) {
         case lookup_field::guid: guid = value; break;

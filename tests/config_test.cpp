@@ -749,4 +749,25 @@ TEST(Config, SamplesAcceptEveryCommandOfTheExampleScripts) {
   }
 }
 
+
+TEST(Config, LookupsKey) {
+  using bs_router::lookup_source;
+  EXPECT_EQ(parse(sample()).lookups, lookup_source::automatic);
+  const std::pair<const char*, lookup_source> keys[] = {
+      {"auto", lookup_source::automatic}, {"database", lookup_source::database}, {"cbsd", lookup_source::cbsd}};
+  for (const auto& [text, source] : keys) {
+    json document = sample();
+    document["lookups"] = text;
+    config cfg = parse(document);
+    EXPECT_EQ(cfg.lookups, source) << text;
+    EXPECT_TRUE(cfg.warnings.empty()) << text;
+  }
+  json document = sample();
+  document["lookups"] = "sqlite";
+  EXPECT_EQ(error_of(document),
+            "pool1.json: lookups: expected \"auto\", \"database\" or \"cbsd\", got \"sqlite\"");
+  document["lookups"] = true;
+  EXPECT_EQ(error_of(document), "pool1.json: lookups: expected a string, got boolean");
+}
+
 } // namespace

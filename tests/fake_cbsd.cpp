@@ -20,6 +20,12 @@
 //   fake_exit=N            exit status (default 0)
 //   fake_then_stdout=TEXT  printed after those waits, then
 //   fake_then_wait_for=PATH  block again until PATH exists (as fake_wait_for)
+//   fake_create_vm=EMULATOR  as bcreate does, while running: the jname's row
+//                          in <cwd>/var/db/local.sqlite, then its own
+//                          <cwd>/jails-system/J/local.sqlite, one statement
+//                          at a time (settings row, its guid, the first disk):
+//                          Guid "created-guid-J", DskGuid "created-dsk-J",
+//                          VNC 0.0.0.0:5909 (tests/support/cbsd_fixture.hpp)
 // Output comes before the waits so a held job has already shown its output.
 // With none of the output keys it prints "fake cbsd: <command> ok\n".
 //
@@ -33,6 +39,8 @@
 // writable, 124 fake_wait_for gave up.
 
 #include <nlohmann/json.hpp>
+
+#include "support/cbsd_fixture.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -284,6 +292,27 @@ pid_t spawn_sleeping_grandchild(long sleep_for_ms) {
   return pid;
 }
 
+// What bcreate writes of a new VM, in its order and without a transaction.
+void create_vm(const std::string& cwd, const std::string& jname, const std::string& emulator) {
+  namespace fixture = bs_router::testing::cbsd_fixture;
+  if (!std::filesystem::exists(fixture::inventory_path(cwd))) fixture::create_inventory(cwd);
+  fixture::add_to_inventory(cwd, jname, emulator);
+  fixture::create_vm_tables(cwd, jname, emulator);
+  fixture::database db(fixture::vm_database_path(cwd, jname));
+  const std::string port_column = emulator == "xen" ? "vm_vnc_port" : "vnc_port";
+  std::map<std::string, std::string> settings = {{"vm_cpus", "2"}};
+  if (emulator != "jail") {
+    settings[emulator + "_vnc_tcp_bind"] = "0.0.0.0";
+    settings[port_column] = "5909";
+  }
+  fixture::insert_row(db.get(), "settings", settings);
+  if (emulator == "bhyve" || emulator == "qemu")
+    db.exec("UPDATE settings SET vm_zfs_guid = " + fixture::quoted_value("created-guid-" + jname));
+  if (emulator != "jail")
+    fixture::insert_row(db.get(), fixture::disk_table_of(emulator),
+                        {{"jname", jname}, {"dsk_path", "dsk1.vhd"}, {"dsk_zfs_guid", "created-dsk-" + jname}});
+}
+
 bool wait_for_file(const std::string& path) {
   for (long waited = 0; waited < wait_limit_ms; waited += wait_poll_ms) {
     if (file_exists(path)) return true;
@@ -332,6 +361,14 @@ int main(int argc, char** argv) {
     if (const auto touch = arg(inv, "fake_touch")) {
       const int fd = open(touch->c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
       if (fd >= 0) close(fd);
+    }
+    if (const auto emulator = arg(inv, "fake_create_vm")) {
+      try {
+        create_vm(cwd, arg(inv, "jname").value_or(""), *emulator);
+      } catch (const std::exception& e) {
+        write_all(STDERR_FILENO, std::string("fake cbsd: ") + e.what() + "\n");
+        planned->exit_code = 1;
+      }
     }
   }
   write_all(STDOUT_FILENO, planned->out);

@@ -26,6 +26,11 @@ struct beanstalkd_config {
   std::string logdir;        // per-job files
 };
 
+// Where Guid, DskGuid and Vnc come from (key "lookups", see cbsd_database.hpp):
+// auto = CBSD's databases when <cbsdenv>/var/db/local.sqlite is there as
+// expected at start, else the cbsd commands; database; cbsd.
+enum class lookup_source { automatic, database, cbsd };
+
 struct config {
   std::string source; // the file it came from, for messages
 
@@ -44,6 +49,7 @@ struct config {
   int job_timeout = 0;               // seconds, a ceiling for each run; 0 = none
   int kill_grace = 10;               // seconds between SIGTERM and SIGKILL
   bool progress = false;             // replies with Progress < 100 while a job runs
+  lookup_source lookups = lookup_source::automatic;
   int shutdown_timeout = 60;         // seconds SIGTERM waits for running jobs
   std::size_t max_body_bytes = 65536; // job bodies larger than this are refused
   int joblog_max_age_days = 30;      // per-job files older than this are removed (0 = keep)

@@ -24,6 +24,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -41,6 +42,7 @@
 
 #include "bs_router/async_event.hpp"
 #include "bs_router/beanstalk_connection.hpp"
+#include "bs_router/cbsd_database.hpp"
 #include "bs_router/config.hpp"
 #include "bs_router/job.hpp"
 #include "bs_router/job_policy.hpp"
@@ -106,6 +108,8 @@ class router {
   boost::asio::awaitable<bool> still_in_broker(beanstalk::connection& conn, const journal_entry& entry,
                                                const std::string* body);
 
+  void choose_lookup_source();
+  boost::asio::awaitable<database_read> read_database(std::string jname, bool want_vnc);
   void recover();
   boost::asio::awaitable<void> confirm_jobs();
   void look_for_reserved_elsewhere();
@@ -178,11 +182,20 @@ class router {
   std::unique_ptr<metrics_server> metrics_server_;
   bool broker_connected_ = false;
 
+  // Where Guid, DskGuid and Vnc are read (lookups): null when cbsd is asked.
+  std::unique_ptr<cbsd_database> database_;
+  std::set<database_problem> database_problems_logged_; // each cause of falling back, once
+
   bool stopping_ = false;
   bool worker_stopped_ = false;
   bool publisher_failing_ = false;
   bool done_ = false;
   std::function<void()> on_done_;
+
+  // Where the databases are read, made with database_ (cbsd_database::read
+  // is safe on another thread). Last, so that it is joined before anything
+  // it reads goes away.
+  std::unique_ptr<boost::asio::thread_pool> database_thread_;
 };
 
 } // namespace bs_router
