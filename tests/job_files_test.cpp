@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/file_checks.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -403,14 +405,8 @@ TEST(JobFiles, PlantedLinksAndOtherUsersFilesAreReplacedNotWrittenThrough) {
   EXPECT_EQ(read_file(files.cmd_path(5)), "cbsd\njcreate\npw=secret\n");
   EXPECT_EQ(read_file(files.out_path(5)), "output\n");
   EXPECT_EQ(read_file(files.out_path(6)), "more\n");
-  for (const std::string& path : {files.cmd_path(5), files.out_path(5), files.err_path(5), files.out_path(6)}) {
-    struct stat status {};
-    ASSERT_EQ(::lstat(path.c_str(), &status), 0) << path;
-    EXPECT_TRUE(S_ISREG(status.st_mode)) << path;
-    EXPECT_EQ(status.st_uid, ::geteuid()) << path;
-    EXPECT_EQ(status.st_nlink, 1u) << path;
-    EXPECT_EQ(status.st_mode & 0777, 0640u) << path;
-  }
+  for (const std::string& path : {files.cmd_path(5), files.out_path(5), files.err_path(5), files.out_path(6)})
+    bs_router::testing::expect_own_regular_file(path, 0640);
   // Whoever had the old file open sees nothing of this job.
   char byte;
   EXPECT_EQ(::read(err_seen_by_its_owner, &byte, 1), 0);

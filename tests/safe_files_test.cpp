@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "support/beanstalkd_server.hpp"
+#include "support/file_checks.hpp"
 #include "support/small_filesystem.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
@@ -224,14 +225,7 @@ TEST_F(RouterFiles, PlantedJobFilesAreReplacedNotWrittenThrough) {
   EXPECT_EQ(contents_of(shadow), "root:secret\n");
   EXPECT_EQ(contents_of(out), "the output\n");
   EXPECT_EQ(contents_of(err), "the errors\n");
-  for (const fs::path& path : {cmd, out, err}) {
-    struct stat status {};
-    ASSERT_EQ(::lstat(path.c_str(), &status), 0) << path;
-    EXPECT_TRUE(S_ISREG(status.st_mode)) << path;
-    EXPECT_EQ(status.st_uid, ::geteuid()) << path;
-    EXPECT_EQ(status.st_nlink, 1u) << path;
-    EXPECT_EQ(status.st_mode & 0777, 0640u) << path;
-  }
+  for (const fs::path& path : {cmd, out, err}) expect_own_regular_file(path.string(), 0640);
   char byte;
   EXPECT_EQ(::read(kept_open, &byte, 1), 0);
   ::close(kept_open);
