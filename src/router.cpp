@@ -433,13 +433,7 @@ awaitable<bool> router::take_over(const reserved_elsewhere& stuck) {
   const job_ptr job = batch.jobs.front();
   reported_reserved_elsewhere_.erase(stuck.id);
   metrics_.job_taken_over();
-  if (job->entry.state == journal_state::finished) {
-    metrics_.job_finished("bad_input", -1);
-    outbox_.push_back(job);
-    outbox_changed_.notify();
-  } else {
-    schedule(job);
-  }
+  place(job);
   start_ready_jobs();
   for (const job_ptr& waiting : ready_) record_not_started(waiting);
   co_return true;
@@ -701,7 +695,7 @@ void router::take(beanstalk::job reserved, intake& batch) {
   if (check != job_check::bad_signature) job->reply_key_id = opened.key_id;
   job->entry.job_id = id;
   job->entry.body = std::move(reserved.body);
-  job->entry.reserved_at = unix_now();
+  job->entry.reserved_at = now;
   job->publisher_epoch = publisher_.is_open() ? publisher_epoch_ : 0;
   job->request = std::move(decoded.job);
   in_flight_[id] = job;
@@ -882,12 +876,8 @@ awaitable<void> router::accept(beanstalk::job reserved) {
     const job_ptr& job = batch.jobs[i];
     if (!buried[i]) {
       unsure.push_back(job);
-    } else if (job->entry.state == journal_state::finished) {
-      metrics_.job_finished("bad_input", -1); // refused: bad input or not allowed
-      outbox_.push_back(job);
-      outbox_changed_.notify();
     } else {
-      schedule(job);
+      place(job);
     }
   }
   start_ready_jobs();
@@ -937,6 +927,19 @@ awaitable<void> router::make_durable(std::uint64_t sequence) {
   if (journal_.synced(sequence)) co_return;
   co_await asio::post(io_, asio::use_awaitable);
   if (!journal_.synced(sequence)) journal_.sync();
+}
+
+// A job just taken, recorded and held: a refused one (bad input, not
+// allowed, its signature) has its reply already and goes to the outbox; any
+// other waits for its jname and a slot.
+void router::place(const job_ptr& job) {
+  if (job->entry.state == journal_state::finished) {
+    metrics_.job_finished("bad_input", -1);
+    outbox_.push_back(job);
+    outbox_changed_.notify();
+  } else {
+    schedule(job);
+  }
 }
 
 void router::schedule(const job_ptr& job) {

@@ -116,6 +116,7 @@ class router {
   boost::asio::awaitable<void> watch_reserved_elsewhere();
   boost::asio::awaitable<bool> take_over(const reserved_elsewhere& stuck);
   boost::asio::awaitable<bool> done_with_broker_job(const job_ptr& job);
+  void place(const job_ptr& job);
   void schedule(const job_ptr& job);
   void start_ready_jobs();
   void finish_run(const job_ptr& job);
