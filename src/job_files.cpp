@@ -95,17 +95,17 @@ job_files::job_files(std::string logdir, int max_age_days, int max_files, std::u
   dir_ = open_private_directory(logdir_, job_dir_mode);
 }
 
-std::string job_files::cmd_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".cmd"; }
-std::string job_files::out_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".out"; }
-std::string job_files::err_path(std::uint64_t job_id) const { return logdir_ + "/" + std::to_string(job_id) + ".err"; }
+std::string job_files::cmd_path(const std::string& job_id) const { return logdir_ + "/" + job_id + ".cmd"; }
+std::string job_files::out_path(const std::string& job_id) const { return logdir_ + "/" + job_id + ".out"; }
+std::string job_files::err_path(const std::string& job_id) const { return logdir_ + "/" + job_id + ".err"; }
 
-void job_files::write_command(std::uint64_t job_id, const std::vector<std::string>& argv) const {
+void job_files::write_command(const std::string& job_id, const std::vector<std::string>& argv) const {
   std::string text;
   for (const std::string& element : argv) text += escaped_line(element);
 
   // Written in place: one small write, read by people after the job has run.
   const std::string path = cmd_path(job_id);
-  int fd = create_job_file(dir_, std::to_string(job_id) + ".cmd");
+  int fd = create_job_file(dir_, job_id + ".cmd");
   try {
     write_all(fd, text, path);
   } catch (...) {
@@ -115,8 +115,8 @@ void job_files::write_command(std::uint64_t job_id, const std::vector<std::strin
   if (::close(fd) != 0) throw_errno(errno, "cannot write " + path);
 }
 
-int job_files::open_out(std::uint64_t job_id) const { return create_job_file(dir_, std::to_string(job_id) + ".out"); }
-int job_files::open_err(std::uint64_t job_id) const { return create_job_file(dir_, std::to_string(job_id) + ".err"); }
+int job_files::open_out(const std::string& job_id) const { return create_job_file(dir_, job_id + ".out"); }
+int job_files::open_err(const std::string& job_id) const { return create_job_file(dir_, job_id + ".err"); }
 
 std::string job_files::read_head(int fd, const std::string& name, std::size_t max_bytes, std::uint64_t* total) {
   struct stat status {};
@@ -219,7 +219,7 @@ std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
   return removed + remove_while_over_bounds(by_age_.rbegin()->second);
 }
 
-std::size_t job_files::add_job(std::uint64_t job_id) {
+std::size_t job_files::add_job(const std::string& job_id) {
   kept_job job;
   for (const std::string& path : {cmd_path(job_id), out_path(job_id), err_path(job_id)}) {
     struct stat status {};
@@ -228,7 +228,7 @@ std::size_t job_files::add_job(std::uint64_t job_id) {
     job.newest = std::max(job.newest, modification_time(status));
     job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0));
   }
-  const std::string id = std::to_string(job_id);
+  const std::string& id = job_id;
   if (job.files.empty()) {
     if (auto old = index_.find(id); old != index_.end()) forget(old);
     return 0;

@@ -37,7 +37,8 @@ constexpr mode_t journal_dir_mode = 0700;
 const char* state_names[] = {"accepted", "running", "finished"};
 
 json reply_to_json(const reply& r) {
-  return json{{"job_id", r.job_id},           {"err_code", r.err_code},
+  return json{{"job_id", r.job_id},           {"numeric_id", r.numeric_id},
+              {"err_code", r.err_code},
               {"message", r.message},         {"progress", r.progress},
               {"guid", r.guid},               {"dsk_guid", r.dsk_guid},
               {"vnc", r.vnc},                 {"stderr", r.stderr_text},
@@ -47,7 +48,10 @@ json reply_to_json(const reply& r) {
 
 reply reply_from_json(const json& j) {
   reply r;
-  r.job_id = j.at("job_id").get<std::uint64_t>();
+  // Earlier versions wrote the beanstalkd job id as a number.
+  const json& id = j.at("job_id");
+  r.job_id = id.is_number_unsigned() ? std::to_string(id.get<std::uint64_t>()) : id.get<std::string>();
+  r.numeric_id = j.value("numeric_id", id.is_number_unsigned());
   r.err_code = j.at("err_code").get<long long>();
   r.message = j.at("message").get<std::string>();
   r.progress = j.at("progress").get<int>();
@@ -113,12 +117,22 @@ std::string as_line(const json& record) {
   return line;
 }
 
+// The entry's key: "key", or in a line an earlier version wrote, the
+// beanstalkd job id it was keyed by.
+std::uint64_t key_of(const json& j) {
+  if (j.contains("key")) return j.at("key").get<std::uint64_t>();
+  return j.at("job_id").get<std::uint64_t>();
+}
+
 json entry_to_json(const journal_entry& entry) {
-  json j{{"job_id", entry.job_id},
+  json j{{"key", entry.key},
+         {"broker_id", entry.broker_id},
          {"state", to_string(entry.state)},
          {"body", entry.body},
-         {"reserved_at", entry.reserved_at}};
+         {"reserved_at", entry.taken_at}}; // the key of earlier versions, kept
   if (entry.result) j["result"] = reply_to_json(*entry.result);
+  if (!entry.numeric_id) j["numeric_id"] = false;
+  if (!entry.reply_to.empty()) j["reply_to"] = entry.reply_to;
   if (entry.taken_over) j["taken_over"] = true;
   if (entry.replied) j["replied"] = true;
   return j;
@@ -126,10 +140,13 @@ json entry_to_json(const journal_entry& entry) {
 
 journal_entry entry_from_json(const json& j) {
   journal_entry entry;
-  entry.job_id = j.at("job_id").get<std::uint64_t>();
+  entry.key = key_of(j);
+  entry.broker_id = j.contains("broker_id") ? j.at("broker_id").get<std::string>() : std::to_string(entry.key);
+  entry.numeric_id = j.value("numeric_id", true);
+  entry.reply_to = j.value("reply_to", std::string());
   entry.state = state_from_string(j.at("state").get<std::string>());
   entry.body = j.at("body").get<std::string>();
-  entry.reserved_at = j.at("reserved_at").get<std::int64_t>();
+  entry.taken_at = j.at("reserved_at").get<std::int64_t>();
   if (j.contains("result")) entry.result = reply_from_json(j.at("result"));
   entry.taken_over = j.value("taken_over", false);
   entry.replied = j.value("replied", false);
@@ -201,7 +218,7 @@ void read_log(const directory& dir, directory_contents& contents) {
       if (std::strtoull(line.substr(0, 16).c_str(), nullptr, 16) != checksum(text))
         throw std::invalid_argument("checksum does not match");
       const json j = json::parse(text);
-      const std::uint64_t id = j.at("job_id").get<std::uint64_t>();
+      const std::uint64_t id = key_of(j);
       if (j.contains("removed")) {
         contents.entries.erase(id);
       } else {
@@ -246,7 +263,7 @@ directory_contents read_directory(const directory& dir) {
       std::string text;
       if (!read_own_file(dir, name, text)) continue;
       journal_entry entry = entry_from_json(json::parse(text));
-      if (entry.job_id != id) throw std::invalid_argument("job_id does not match the file name");
+      if (entry.key != id) throw std::invalid_argument("job_id does not match the file name");
       contents.entries[id] = std::move(entry);
       contents.older_files.push_back(name);
     } catch (const std::exception& ex) {
@@ -277,11 +294,11 @@ journal::~journal() {
 std::string journal_listing(const std::vector<journal_entry>& entries) {
   std::string text = "JOB STATE TAKEN BODY\n";
   for (const journal_entry& entry : entries) {
-    const std::time_t taken = static_cast<std::time_t>(entry.reserved_at);
+    const std::time_t taken = static_cast<std::time_t>(entry.taken_at);
     std::tm utc{};
     char when[32] = "?";
     if (::gmtime_r(&taken, &utc)) std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
-    text += std::to_string(entry.job_id) + " " + to_string(entry.state) + " " + when + " " +
+    text += entry.broker_id + " " + to_string(entry.state) + " " + when + " " +
             json(entry.body).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   }
   return text;
@@ -406,7 +423,7 @@ void journal::keep_room_to_compact(std::uint64_t bytes) {
   }
 }
 
-void journal::append(std::uint64_t job_id, const std::string& line, bool removal) {
+void journal::append(std::uint64_t key, const std::string& line, bool removal) {
   open_for_append();
   keep_room_to_compact(line.size());
   try {
@@ -421,7 +438,7 @@ void journal::append(std::uint64_t job_id, const std::string& line, bool removal
       // Forgotten even if the compaction fails: a removal need not be
       // durable, and an entry the file keeps until a crash is dropped at the
       // next start, its job being gone from the broker.
-      live_.erase(job_id);
+      live_.erase(key);
       ++appended_;
       rewrite();
       return;
@@ -432,21 +449,21 @@ void journal::append(std::uint64_t job_id, const std::string& line, bool removal
   size_ += line.size();
   ++appended_;
   if (removal) {
-    live_.erase(job_id);
+    live_.erase(key);
   } else {
-    live_[job_id] = line;
+    live_[key] = line;
   }
 }
 
 std::uint64_t journal::save(const journal_entry& entry) {
-  append(entry.job_id, as_line(entry_to_json(entry)), false);
+  append(entry.key, as_line(entry_to_json(entry)), false);
   return appended_;
 }
 
-void journal::remove(std::uint64_t job_id) {
+void journal::remove(std::uint64_t key) {
   open_for_append();
-  if (!live_.count(job_id)) return; // nothing to remove
-  append(job_id, as_line(json{{"job_id", job_id}, {"removed", true}}), true);
+  if (!live_.count(key)) return; // nothing to remove
+  append(key, as_line(json{{"key", key}, {"removed", true}}), true);
 }
 
 void journal::sync() {

@@ -175,7 +175,12 @@ std::string assemble(const reply& r, const reply_texts& texts, const full_sizes*
   out += ",\"Vnc\":";
   append_escaped(out, texts.vnc);
   out += ",\"JobID\":";
-  append_number(out, r.job_id);
+  // A number only when it is one: the id comes from the broker.
+  if (r.numeric_id && !r.job_id.empty() && r.job_id.size() <= 20 &&
+      std::all_of(r.job_id.begin(), r.job_id.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    out += r.job_id;
+  else
+    append_escaped(out, r.job_id);
   out += ",\"Stderr\":";
   append_escaped(out, texts.stderr_text);
   if (r.duration_seconds >= 0 && std::isfinite(r.duration_seconds)) {
@@ -265,6 +270,15 @@ std::size_t fitting_prefix(std::string_view text, std::size_t max_bytes) {
     return true;
   });
   return taken;
+}
+
+reply error_reply(std::string job_id, bool numeric_id, long long err_code, std::string message) {
+  reply r;
+  r.job_id = std::move(job_id);
+  r.numeric_id = numeric_id;
+  r.err_code = err_code;
+  r.message = std::move(message);
+  return r;
 }
 
 } // namespace bs_router

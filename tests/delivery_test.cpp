@@ -71,7 +71,7 @@ beanstalkd_server::options with_binlog(const fs::path& dir) {
 // A partition freezes the router's connections while its reserve is pending
 // at the broker; a job put then goes to that reserve, and its answer never
 // arrives. beanstalkd may keep such a job reserved for the silent connection
-// past its TTR (src/stuck_jobs.hpp); a broker whose clock tells whole seconds
+// past its TTR (include/bs_router/beanstalk_stuck_jobs.hpp); a broker whose clock tells whole seconds
 // always does, so here it is certain.
 struct partitioned_broker {
   partitioned_broker() : server(coarse()), relay(server.host(), server.port()) {}

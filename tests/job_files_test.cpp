@@ -82,7 +82,7 @@ void set_mtime(const std::string& path, system_clock::time_point when) {
 
 // All three files of a job, last written `age` before `now`.
 void make_job(const job_files& files, std::uint64_t id, system_clock::time_point now, system_clock::duration age) {
-  for (const std::string& path : {files.cmd_path(id), files.out_path(id), files.err_path(id)}) {
+  for (const std::string& path : {files.cmd_path(std::to_string(id)), files.out_path(std::to_string(id)), files.err_path(std::to_string(id))}) {
     write_file(path, "x");
     set_mtime(path, now - age);
   }
@@ -94,15 +94,15 @@ TEST(JobFiles, PathsAreNamedByJobId) {
   temporary_directory dir;
   job_files files(dir.path(), 30, 100);
   EXPECT_EQ(files.dir(), dir.path());
-  EXPECT_EQ(files.cmd_path(42), dir.path() + "/42.cmd");
-  EXPECT_EQ(files.out_path(42), dir.path() + "/42.out");
-  EXPECT_EQ(files.err_path(18446744073709551615ull), dir.path() + "/18446744073709551615.err");
+  EXPECT_EQ(files.cmd_path("42"), dir.path() + "/42.cmd");
+  EXPECT_EQ(files.out_path("42"), dir.path() + "/42.out");
+  EXPECT_EQ(files.err_path("18446744073709551615"), dir.path() + "/18446744073709551615.err");
 }
 
 TEST(JobFiles, TrailingSlashOfLogdirIsDropped) {
   temporary_directory dir;
   job_files files(dir.path() + "/", 0, 0);
-  EXPECT_EQ(files.cmd_path(1), dir.path() + "/1.cmd");
+  EXPECT_EQ(files.cmd_path("1"), dir.path() + "/1.cmd");
 }
 
 TEST(JobFiles, CreatesLogdirAndParents) {
@@ -132,16 +132,16 @@ TEST(JobFiles, NegativeLimitsAreRefused) {
 TEST(JobFiles, WriteCommandOneElementPerLine) {
   temporary_directory dir;
   job_files files(dir.path(), 0, 0);
-  files.write_command(7, {"/usr/local/bin/cbsd", "jcreate", "jname=jail1", "astart=1"});
-  EXPECT_EQ(read_file(files.cmd_path(7)), "/usr/local/bin/cbsd\njcreate\njname=jail1\nastart=1\n");
+  files.write_command("7", {"/usr/local/bin/cbsd", "jcreate", "jname=jail1", "astart=1"});
+  EXPECT_EQ(read_file(files.cmd_path("7")), "/usr/local/bin/cbsd\njcreate\njname=jail1\nastart=1\n");
 }
 
 TEST(JobFiles, WriteCommandEscapesNewlineAndKeepsQuotes) {
   temporary_directory dir;
   job_files files(dir.path(), 0, 0);
-  files.write_command(8, {"cbsd", "jcreate", "jname=\"; reboot; \"", "comment=it's", "x=a\nb", "t=\t",
+  files.write_command("8", {"cbsd", "jcreate", "jname=\"; reboot; \"", "comment=it's", "x=a\nb", "t=\t",
                           "back=c:\\dir", "cr=\r", "bell=\a\x7f", "utf8=\xd0\x9f", "nul=" + std::string(1, '\0'), ""});
-  EXPECT_EQ(read_file(files.cmd_path(8)),
+  EXPECT_EQ(read_file(files.cmd_path("8")),
             "cbsd\n"
             "jcreate\n"
             "jname=\"; reboot; \"\n"
@@ -159,22 +159,22 @@ TEST(JobFiles, WriteCommandEscapesNewlineAndKeepsQuotes) {
 TEST(JobFiles, WriteCommandReplacesAtomicallyAndLeavesNoTemporary) {
   temporary_directory dir;
   job_files files(dir.path(), 0, 0);
-  files.write_command(9, {"first", "version", "longer than the next"});
-  files.write_command(9, {"second"});
-  EXPECT_EQ(read_file(files.cmd_path(9)), "second\n");
+  files.write_command("9", {"first", "version", "longer than the next"});
+  files.write_command("9", {"second"});
+  EXPECT_EQ(read_file(files.cmd_path("9")), "second\n");
   EXPECT_EQ(names_in(dir.path()), std::set<std::string>{"9.cmd"});
   struct stat status {};
-  ASSERT_EQ(::stat(files.cmd_path(9).c_str(), &status), 0);
+  ASSERT_EQ(::stat(files.cmd_path("9").c_str(), &status), 0);
   EXPECT_EQ(status.st_mode & 0777 & ~0640u, 0u) << std::oct << status.st_mode;
 }
 
 TEST(JobFiles, OpenOutAndErrTruncateWithMode0640ReadWriteAndCloseOnExec) {
   temporary_directory dir;
   job_files files(dir.path(), 0, 0);
-  write_file(files.out_path(3), "old output that must go");
+  write_file(files.out_path("3"), "old output that must go");
   mode_t previous = ::umask(0);
-  int out = files.open_out(3);
-  int err = files.open_err(3);
+  int out = files.open_out("3");
+  int err = files.open_err("3");
   ::umask(previous);
   ASSERT_GE(out, 0);
   ASSERT_GE(err, 0);
@@ -185,10 +185,10 @@ TEST(JobFiles, OpenOutAndErrTruncateWithMode0640ReadWriteAndCloseOnExec) {
   ASSERT_EQ(::write(err, "warning\n", 8), 8);
   ::close(out);
   ::close(err);
-  EXPECT_EQ(read_file(files.out_path(3)), "new\n");
-  EXPECT_EQ(read_file(files.err_path(3)), "warning\n");
+  EXPECT_EQ(read_file(files.out_path("3")), "new\n");
+  EXPECT_EQ(read_file(files.err_path("3")), "warning\n");
   struct stat status {};
-  ASSERT_EQ(::stat(files.err_path(3).c_str(), &status), 0);
+  ASSERT_EQ(::stat(files.err_path("3").c_str(), &status), 0);
   EXPECT_EQ(status.st_mode & 0777, 0640u);
 }
 
@@ -196,8 +196,8 @@ TEST(JobFiles, OpenFailureThrows) {
   temporary_directory dir;
   job_files files(dir.path() + "/logs", 0, 0);
   std::system(("rm -rf '" + dir.path() + "/logs'").c_str());
-  EXPECT_THROW(files.open_out(1), std::system_error);
-  EXPECT_THROW(files.write_command(1, {"cbsd"}), std::system_error);
+  EXPECT_THROW(files.open_out("1"), std::system_error);
+  EXPECT_THROW(files.write_command("1", {"cbsd"}), std::system_error);
 }
 
 TEST(JobFiles, ReadHeadIsBounded) {
@@ -205,7 +205,7 @@ TEST(JobFiles, ReadHeadIsBounded) {
   job_files files(dir.path(), 0, 0);
   // Read back through the descriptor the child wrote to, from its start
   // whatever the descriptor's position.
-  const int fd = files.open_out(5);
+  const int fd = files.open_out("5");
   const auto read = [&](std::size_t max, std::uint64_t* total) { return job_files::read_head(fd, "5.out", max, total); };
   const auto rewrite = [&](const std::string& text) {
     ASSERT_EQ(::ftruncate(fd, 0), 0);
@@ -232,7 +232,7 @@ TEST(JobFiles, ReadHeadIsBounded) {
 
   // Removed meanwhile: the descriptor still reads it.
   rewrite("kept");
-  std::filesystem::remove(files.out_path(5));
+  std::filesystem::remove(files.out_path("5"));
   EXPECT_EQ(read(10, &total), "kept");
   ::close(fd);
   EXPECT_THROW(read(10, &total), std::system_error);
@@ -256,9 +256,9 @@ TEST(JobFiles, PruneByAgeGoesByTheNewestFileOfAJob) {
   job_files files(dir.path(), 30, 0);
   auto now = system_clock::now();
   make_job(files, 1, now, 40 * day);
-  set_mtime(files.out_path(1), now - day);  // still being written to
+  set_mtime(files.out_path("1"), now - day);  // still being written to
   EXPECT_EQ(files.prune(now), 0u);
-  EXPECT_TRUE(exists(files.cmd_path(1)));
+  EXPECT_TRUE(exists(files.cmd_path("1")));
 }
 
 TEST(JobFiles, PruneWithoutLimitsKeepsEverything) {
@@ -312,12 +312,12 @@ TEST(JobFiles, PruneCountsJobsWithSomeFilesMissing) {
   temporary_directory dir;
   job_files files(dir.path(), 0, 1);
   auto now = system_clock::now();
-  write_file(files.cmd_path(1), "cbsd\n");  // a job that never got to run
-  set_mtime(files.cmd_path(1), now - day);
+  write_file(files.cmd_path("1"), "cbsd\n");  // a job that never got to run
+  set_mtime(files.cmd_path("1"), now - day);
   make_job(files, 2, now, std::chrono::seconds(1));
   EXPECT_EQ(files.prune(now), 1u);
-  EXPECT_FALSE(exists(files.cmd_path(1)));
-  EXPECT_TRUE(exists(files.cmd_path(2)));
+  EXPECT_FALSE(exists(files.cmd_path("1")));
+  EXPECT_TRUE(exists(files.cmd_path("2")));
 }
 
 TEST(JobFiles, PruneLeavesUnrelatedFiles) {
@@ -380,19 +380,19 @@ TEST(JobFiles, PlantedLinksAndOtherUsersFilesAreReplacedNotWrittenThrough) {
   const std::string shadow = dir.path() + "/shadow";
   write_file(passwd, "root:x:0:0\n");
   write_file(shadow, "root:secret\n");
-  ASSERT_EQ(::symlink(passwd.c_str(), files.cmd_path(5).c_str()), 0);
-  ASSERT_EQ(::symlink(passwd.c_str(), files.out_path(5).c_str()), 0);
-  ASSERT_EQ(::link(shadow.c_str(), files.out_path(6).c_str()), 0);
-  write_file(files.err_path(5), "");
-  ASSERT_EQ(::chown(files.err_path(5).c_str(), 65534, 65534), 0);
-  ASSERT_EQ(::chmod(files.err_path(5).c_str(), 0666), 0);
-  const int err_seen_by_its_owner = ::open(files.err_path(5).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_EQ(::symlink(passwd.c_str(), files.cmd_path("5").c_str()), 0);
+  ASSERT_EQ(::symlink(passwd.c_str(), files.out_path("5").c_str()), 0);
+  ASSERT_EQ(::link(shadow.c_str(), files.out_path("6").c_str()), 0);
+  write_file(files.err_path("5"), "");
+  ASSERT_EQ(::chown(files.err_path("5").c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::chmod(files.err_path("5").c_str(), 0666), 0);
+  const int err_seen_by_its_owner = ::open(files.err_path("5").c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(err_seen_by_its_owner, 0);
 
-  files.write_command(5, {"cbsd", "jcreate", "pw=secret"});
-  const int out = files.open_out(5);
-  const int err = files.open_err(5);
-  const int hard = files.open_out(6);
+  files.write_command("5", {"cbsd", "jcreate", "pw=secret"});
+  const int out = files.open_out("5");
+  const int err = files.open_err("5");
+  const int hard = files.open_out("6");
   ASSERT_EQ(::write(out, "output\n", 7), 7);
   ASSERT_EQ(::write(err, "error\n", 6), 6);
   ASSERT_EQ(::write(hard, "more\n", 5), 5);
@@ -402,10 +402,10 @@ TEST(JobFiles, PlantedLinksAndOtherUsersFilesAreReplacedNotWrittenThrough) {
 
   EXPECT_EQ(read_file(passwd), "root:x:0:0\n");
   EXPECT_EQ(read_file(shadow), "root:secret\n");
-  EXPECT_EQ(read_file(files.cmd_path(5)), "cbsd\njcreate\npw=secret\n");
-  EXPECT_EQ(read_file(files.out_path(5)), "output\n");
-  EXPECT_EQ(read_file(files.out_path(6)), "more\n");
-  for (const std::string& path : {files.cmd_path(5), files.out_path(5), files.err_path(5), files.out_path(6)})
+  EXPECT_EQ(read_file(files.cmd_path("5")), "cbsd\njcreate\npw=secret\n");
+  EXPECT_EQ(read_file(files.out_path("5")), "output\n");
+  EXPECT_EQ(read_file(files.out_path("6")), "more\n");
+  for (const std::string& path : {files.cmd_path("5"), files.out_path("5"), files.err_path("5"), files.out_path("6")})
     bs_router::testing::expect_own_regular_file(path, 0640);
   // Whoever had the old file open sees nothing of this job.
   char byte;
@@ -451,10 +451,10 @@ std::set<std::string> job_names(std::initializer_list<int> ids) {
 
 // A job of `bytes` bytes in its .out (and one in .cmd and .err).
 void make_job_of_size(const job_files& files, std::uint64_t id, system_clock::time_point when, std::size_t bytes) {
-  write_file(files.cmd_path(id), "x");
-  write_file(files.out_path(id), std::string(bytes, 'o'));
-  write_file(files.err_path(id), "x");
-  for (const std::string& path : {files.cmd_path(id), files.out_path(id), files.err_path(id)}) set_mtime(path, when);
+  write_file(files.cmd_path(std::to_string(id)), "x");
+  write_file(files.out_path(std::to_string(id)), std::string(bytes, 'o'));
+  write_file(files.err_path(std::to_string(id)), "x");
+  for (const std::string& path : {files.cmd_path(std::to_string(id)), files.out_path(std::to_string(id)), files.err_path(std::to_string(id))}) set_mtime(path, when);
 }
 
 TEST(JobFiles, PruneByBytesRemovesTheOldestButNeverTheNewest) {
@@ -481,22 +481,22 @@ TEST(JobFiles, AddJobHoldsTheBoundsAfterEachJobWithoutAListing) {
   EXPECT_EQ(files.prune(now), 0u);
   for (int id = 1; id <= 5; ++id) {
     make_job_of_size(files, id, now + std::chrono::seconds(id), 10);
-    files.add_job(id);
+    files.add_job(std::to_string(id));
   }
   EXPECT_EQ(names_in(dir.path()), job_names({3, 4, 5}));
   EXPECT_EQ(files.jobs_counted(), 3u);
   // A large job pushes out older ones by bytes; it is never removed itself.
   make_job_of_size(files, 6, now + std::chrono::seconds(6), 9980);
-  EXPECT_EQ(files.add_job(6), 2u); // 3 by count, then 4 by bytes
+  EXPECT_EQ(files.add_job("6"), 2u); // 3 by count, then 4 by bytes
   EXPECT_EQ(names_in(dir.path()), job_names({5, 6}));
   // Even when its files are older than the others' (a long run that printed nothing late).
   make_job_of_size(files, 7, now - day, 9000);
-  EXPECT_EQ(files.add_job(7), 2u);
+  EXPECT_EQ(files.add_job("7"), 2u);
   EXPECT_EQ(names_in(dir.path()), job_names({7}));
   EXPECT_EQ(files.bytes_counted(), 9002u);
   // An id used again (a broker restarted without binlog) replaces the old count.
   make_job_of_size(files, 7, now, 100);
-  files.add_job(7);
+  files.add_job("7");
   EXPECT_EQ(files.jobs_counted(), 1u);
   EXPECT_EQ(files.bytes_counted(), 102u);
 }

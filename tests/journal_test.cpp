@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <sys/stat.h>
@@ -30,7 +32,8 @@ class JournalTest : public ::testing::Test {
 
 journal_entry entry(std::uint64_t id, journal_state state, std::string body = {}) {
   journal_entry e;
-  e.job_id = id;
+  e.key = id;
+  e.broker_id = std::to_string(id);
   e.state = state;
   e.body = std::move(body);
   return e;
@@ -38,9 +41,9 @@ journal_entry entry(std::uint64_t id, journal_state state, std::string body = {}
 
 journal_entry finished_entry(std::uint64_t id) {
   journal_entry e = entry(id, journal_state::finished, "{\"Command\":\"jls\"}");
-  e.reserved_at = 1700000000;
+  e.taken_at = 1700000000;
   reply r;
-  r.job_id = id;
+  r.job_id = std::to_string(id);
   r.err_code = 3;
   r.message = std::string("out\n\xff\x00 bytes", 12);
   r.guid = "g";
@@ -85,23 +88,23 @@ TEST_F(JournalTest, CreatesItsDirectoryAndRoundTripsEntries) {
   EXPECT_TRUE(fs::is_directory(dir));
   journal_entry running = entry(7, journal_state::running,
                                 "{\"Command\":\"bstart\",\"CommandArgs\":{\"jname\":\"v\\n1\"}}");
-  running.reserved_at = 42;
+  running.taken_at = 42;
   j.save(running);
   j.save(finished_entry(3));
 
   auto entries = j.load();
   ASSERT_EQ(entries.size(), 2u);
-  EXPECT_EQ(entries[0].job_id, 3u); // ordered by id
+  EXPECT_EQ(entries[0].key, 3u); // ordered by id
   EXPECT_EQ(entries[0].state, journal_state::finished);
   ASSERT_TRUE(entries[0].result.has_value());
   EXPECT_EQ(entries[0].result->err_code, 3);
   EXPECT_EQ(entries[0].result->vnc, "127.0.0.1:5900");
   EXPECT_EQ(entries[0].result->message_bytes, 99u);
   EXPECT_DOUBLE_EQ(entries[0].result->duration_seconds, 1.25);
-  EXPECT_EQ(entries[1].job_id, 7u);
+  EXPECT_EQ(entries[1].key, 7u);
   EXPECT_EQ(entries[1].state, journal_state::running);
   EXPECT_EQ(entries[1].body, running.body);
-  EXPECT_EQ(entries[1].reserved_at, 42);
+  EXPECT_EQ(entries[1].taken_at, 42);
 }
 
 TEST_F(JournalTest, SaveReplacesTheStateAndRemoveForgets) {
@@ -134,7 +137,7 @@ TEST_F(JournalTest, ASecondJournalSeesWhatTheFirstAppended) {
   // are in the file all the same.
   auto seen = journal::inspect(dir.string());
   ASSERT_EQ(seen.size(), 1u);
-  EXPECT_EQ(seen[0].job_id, 8u);
+  EXPECT_EQ(seen[0].key, 8u);
   EXPECT_EQ(seen[0].body, "b");
   journal next(dir.string());
   auto entries = next.load();
@@ -146,9 +149,9 @@ TEST_F(JournalTest, SyncMakesEveryEarlierAppendDurable) {
   journal j(dir.string());
   j.load();
   journal_entry e;
-  e.job_id = 1;
+  e.key = 1; e.broker_id = "1";
   const auto first = j.save(e);
-  e.job_id = 2;
+  e.key = 2; e.broker_id = "2";
   const auto second = j.save(e);
   EXPECT_FALSE(j.synced(first));
   EXPECT_FALSE(j.synced(second));
@@ -159,7 +162,7 @@ TEST_F(JournalTest, SyncMakesEveryEarlierAppendDurable) {
   EXPECT_EQ(j.syncs(), 1u); // one for both
   j.sync();
   EXPECT_EQ(j.syncs(), 1u); // nothing new to sync
-  e.job_id = 3;
+  e.key = 3; e.broker_id = "3";
   EXPECT_FALSE(j.synced(j.save(e)));
 }
 
@@ -179,7 +182,7 @@ TEST_F(JournalTest, ALineTornByACrashIsIgnored) {
   EXPECT_TRUE(problems.empty());
   // Rewritten without it, so the next append starts on a line of its own.
   journal_entry e;
-  e.job_id = 10;
+  e.key = 10; e.broker_id = "10";
   j.save(e);
   EXPECT_EQ(journal::inspect(dir.string()).size(), 2u);
 }
@@ -188,9 +191,9 @@ TEST_F(JournalTest, GarbledLinesAreSkippedReportedAndKept) {
   {
     journal j(dir.string());
     journal_entry e;
-    e.job_id = 1;
+    e.key = 1; e.broker_id = "1";
     j.save(e);
-    e.job_id = 2;
+    e.key = 2; e.broker_id = "2";
     j.save(e);
     j.sync();
   }
@@ -206,7 +209,7 @@ TEST_F(JournalTest, GarbledLinesAreSkippedReportedAndKept) {
   std::vector<std::string> problems;
   auto entries = j.load(&problems);
   ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].job_id, 2u);
+  EXPECT_EQ(entries[0].key, 2u);
   ASSERT_EQ(problems.size(), 3u); // two lines, and where the old log was kept
   EXPECT_NE(problems[0].find("line 1: unreadable (checksum does not match)"), std::string::npos) << problems[0];
   EXPECT_NE(problems[1].find("line 3: unreadable"), std::string::npos) << problems[1];
@@ -222,19 +225,19 @@ TEST_F(JournalTest, GrowsNoFurtherThanItsBoundWhileJobsComeAndGo) {
   journal_entry e;
   e.body = std::string(1000, 'x');
   for (std::uint64_t id = 1; id <= 20000; ++id) {
-    e.job_id = id;
+    e.key = id; e.broker_id = std::to_string(id);
     j.save(e);
     j.remove(id);
     if (id % 50 == 0) j.sync();
   }
-  e.job_id = 20001;
+  e.key = 20001; e.broker_id = "20001";
   j.save(e);
   j.sync();
   // 20,000 jobs came and went (about 22 MB of lines); one is in flight.
   EXPECT_LT(fs::file_size(dir / "jobs.journal"), 5u * 1024 * 1024);
   const auto entries = journal::inspect(dir.string());
   ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].job_id, 20001u);
+  EXPECT_EQ(entries[0].key, 20001u);
 }
 
 TEST_F(JournalTest, EntriesOfTheOlderOneFilePerJobLayoutAreTakenOver) {
@@ -244,9 +247,9 @@ TEST_F(JournalTest, EntriesOfTheOlderOneFilePerJobLayoutAreTakenOver) {
   journal j(dir.string());
   auto entries = j.load();
   ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].job_id, 12u);
+  EXPECT_EQ(entries[0].key, 12u);
   EXPECT_EQ(entries[0].body, "old");
-  EXPECT_EQ(entries[0].reserved_at, 5);
+  EXPECT_EQ(entries[0].taken_at, 5);
   EXPECT_FALSE(fs::exists(dir / "12.json"));
   EXPECT_FALSE(fs::exists(dir / "13.json.tmp"));
   EXPECT_EQ(journal::inspect(dir.string()).size(), 1u); // now in the log
@@ -360,7 +363,7 @@ TEST_F(JournalTest, AFullDiskIsCompactedAndTheAppendTriedAgain) {
   }
   const auto entries = journal::inspect(dir.string());
   ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].job_id, 201u);
+  EXPECT_EQ(entries[0].key, 201u);
 }
 
 // Someone else fills the filesystem: the next append finds no room, compacts
@@ -390,7 +393,94 @@ TEST_F(JournalTest, AnAppendThatFindsTheDiskFullCompactsAndWritesAgain) {
   }
   const auto entries = journal::inspect(dir.string());
   ASSERT_EQ(entries.size(), 1u);
-  EXPECT_EQ(entries[0].job_id, 13u);
+  EXPECT_EQ(entries[0].key, 13u);
+}
+
+
+// A line as the log holds it: the FNV-1a checksum of the JSON, then the JSON.
+std::string journal_line(const std::string& text) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char sum[17];
+  std::snprintf(sum, sizeof sum, "%016llx", static_cast<unsigned long long>(h));
+  return std::string(sum) + " " + text + "\n";
+}
+
+// The log written by the version that keyed entries by the beanstalkd job id
+// (numbers for job_id, in entries, removals and results): read back, the id
+// becomes both the key and the broker id, the result's JobID stays a number,
+// and the rewrite stores them in today's form.
+TEST_F(JournalTest, ALogKeyedByBeanstalkJobIdsIsReadAndMigrated) {
+  fs::create_directories(dir);
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace);
+  {
+    std::ofstream log(dir / "jobs.journal");
+    log << journal_line(R"({"job_id":5,"state":"running","body":"b5","reserved_at":100})")
+        << journal_line(R"({"job_id":6,"state":"accepted","body":"b6","reserved_at":101})")
+        << journal_line(R"({"job_id":6,"removed":true})")
+        << journal_line(R"({"job_id":7,"state":"finished","body":"b7","reserved_at":102,"taken_over":true,)"
+                        R"("result":{"job_id":7,"err_code":0,"message":"m","progress":100,"guid":"0","dsk_guid":"0",)"
+                        R"("vnc":"","stderr":"","message_bytes":1,"stderr_bytes":0,"duration":0.5}})");
+  }
+  fs::permissions(dir / "jobs.journal", fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+  std::vector<std::string> problems;
+  {
+    journal j(dir.string());
+    std::vector<journal_entry> entries = j.load(&problems);
+    EXPECT_TRUE(problems.empty()) << problems.front();
+    ASSERT_EQ(entries.size(), 2u);
+    EXPECT_EQ(entries[0].key, 5u);
+    EXPECT_EQ(entries[0].broker_id, "5");
+    EXPECT_TRUE(entries[0].numeric_id);
+    EXPECT_EQ(entries[0].state, journal_state::running);
+    EXPECT_EQ(entries[0].body, "b5");
+    EXPECT_EQ(entries[1].key, 7u);
+    EXPECT_EQ(entries[1].broker_id, "7");
+    EXPECT_TRUE(entries[1].taken_over);
+    ASSERT_TRUE(entries[1].result);
+    EXPECT_EQ(entries[1].result->job_id, "7");
+    EXPECT_TRUE(entries[1].result->numeric_id);
+  }
+  std::string text;
+  {
+    std::ifstream in(dir / "jobs.journal");
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_NE(text.find(R"("key":5)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("broker_id":"7")"), std::string::npos) << text;
+  // And read again in today's form, the same.
+  journal again(dir.string());
+  std::vector<journal_entry> entries = again.load(&problems);
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[1].broker_id, "7");
+  EXPECT_EQ(entries[1].result->job_id, "7");
+}
+
+// A broker id that is not a number (an AMQP message id) is kept as it is.
+TEST_F(JournalTest, BrokerIdsThatAreNotNumbersAreKept) {
+  {
+    journal j(dir.string());
+    journal_entry e = finished_entry(3);
+    e.broker_id = "job-3:a.b";
+    e.numeric_id = false;
+    e.reply_to = "replies.x";
+    e.result->job_id = e.broker_id;
+    e.result->numeric_id = false;
+    j.save(e);
+    j.sync();
+  }
+  journal j(dir.string());
+  std::vector<journal_entry> entries = j.load();
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].key, 3u);
+  EXPECT_EQ(entries[0].broker_id, "job-3:a.b");
+  EXPECT_FALSE(entries[0].numeric_id);
+  EXPECT_EQ(entries[0].reply_to, "replies.x");
+  EXPECT_EQ(entries[0].result->job_id, "job-3:a.b");
+  EXPECT_FALSE(entries[0].result->numeric_id);
 }
 
 } // namespace

@@ -36,7 +36,7 @@ bool is_prefix_on_boundary(const std::string& text, const std::string& original)
 
 TEST(Reply, EncodesEveryFieldOfASmallReply) {
   reply r;
-  r.job_id = 42;
+  r.job_id = "42";
   r.err_code = 0;
   r.message = "jail1 created\n";
   r.guid = "1234567890";
@@ -68,7 +68,7 @@ TEST(Reply, DefaultsGiveTheCompatValues) {
 
 TEST(Reply, NumbersKeepTheirFullRange) {
   reply r;
-  r.job_id = 18446744073709551615ull;
+  r.job_id = "18446744073709551615";
   r.err_code = router_errcode::bad_input;
   r.progress = 37;
   r.duration_seconds = 0;
@@ -111,7 +111,7 @@ TEST(Reply, ReplacesInvalidUtf8) {
 
 TEST(Reply, BigOutputIsCutToTheLimit) {
   reply r;
-  r.job_id = 7;
+  r.job_id = "7";
   r.err_code = 0;
   r.message = std::string(300 * 1024, 'm');
   r.stderr_text = std::string(300 * 1024, 's');
@@ -202,7 +202,7 @@ TEST(Reply, HugeShortFieldsAreCutToo) {
   r.vnc = std::string(100000, 'v');
   r.message = "done";
   r.duration_seconds = 123456.789;
-  r.job_id = 18446744073709551615ull;
+  r.job_id = "18446744073709551615";
   r.err_code = -9223372036854775807LL - 1;
   auto text = encode_reply(r, 1024);
   EXPECT_LE(text.size(), 1024u);
@@ -283,3 +283,18 @@ TEST(ReplyLimit, FittingPrefixCountsEscapesAndStopsOnCharacters) {
 }
 
 } // namespace
+
+// A JobID that is not a beanstalkd id (an AMQP message id) is a JSON string,
+// and so is one marked numeric that is not digits.
+TEST(Reply, JobIdIsAStringUnlessItIsANumber) {
+  bs_router::reply r;
+  r.job_id = "a.b:c-1";
+  r.numeric_id = false;
+  EXPECT_EQ(nlohmann::json::parse(bs_router::encode_reply(r, 4096)).at("JobID"), "a.b:c-1");
+  r.job_id = "12";
+  EXPECT_EQ(nlohmann::json::parse(bs_router::encode_reply(r, 4096)).at("JobID"), "12");
+  r.numeric_id = true;
+  EXPECT_EQ(nlohmann::json::parse(bs_router::encode_reply(r, 4096)).at("JobID"), 12);
+  r.job_id = "1\"2";
+  EXPECT_EQ(nlohmann::json::parse(bs_router::encode_reply(r, 4096)).at("JobID"), "1\"2");
+}

@@ -15,16 +15,20 @@
 // caller closes, waits and opens again.
 
 #include <utility>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
+
+#include <spdlog/logger.h>
 
 #include "bs_router/journal.hpp"
 
@@ -77,13 +81,14 @@ class job_source {
  public:
   virtual ~job_source() = default;
 
-  // "beanstalkd 127.0.0.1:11300 tube cbsd_pool1", for the log.
+  // "beanstalkd 127.0.0.1:11300, watching tube cbsd_pool1", for the log.
   virtual std::string describe() const = 0;
   virtual boost::asio::awaitable<void> open() = 0;
   virtual void close() noexcept = 0;
 
-  // The next job, waiting at most `wait`; nullopt when none came.
-  virtual boost::asio::awaitable<std::optional<broker_job>> next(std::chrono::milliseconds wait) = 0;
+  // The next job, waiting at most `at_most` (and no longer than the
+  // source's own wait, e.g. reserve_timeout); nullopt when none came.
+  virtual boost::asio::awaitable<std::optional<broker_job>> next(std::chrono::milliseconds at_most) = 0;
   // Asks for up to `n` more jobs that are waiting already, without waiting
   // for any; collect_more() returns them. Split so that the journal's sync
   // can go on while the request travels.
@@ -106,6 +111,21 @@ class job_source {
   // Whether `job`, just handed over with the id of `entry`, is the very job
   // the entry was made for, rather than another one reusing its id.
   virtual boost::asio::awaitable<bool> same_job(const journal_entry& entry, const broker_job& job) = 0;
+  // The job of an entry that is answered already: remove it from the
+  // broker. False when the broker still keeps it (it comes back later).
+  virtual boost::asio::awaitable<bool> remove(const journal_entry& entry) = 0;
+  // Jobs the broker hands over outside next() (beanstalkd: jobs that a
+  // connection not the router's keeps reserved past their TTR). `adopt` is
+  // called for each on the event loop and returns false when the job could
+  // not be recorded (it is offered again later); `known` tells whether the
+  // router holds a job of that broker id already. The default: none come.
+  using adopter = std::function<boost::asio::awaitable<bool>(broker_job)>;
+  virtual void watch_for_strays(adopter adopt, std::function<bool(const std::string&)> known) {
+    (void)adopt;
+    (void)known;
+  }
+  // The router is stopping: end every wait, close every connection.
+  virtual void stop() noexcept { close(); }
   // The job came again though the router holds it: hold it again.
   virtual boost::asio::awaitable<void> hold_again(const broker_job& job) = 0;
   // Another job reuses the id of one still being served: hand it out later.
@@ -122,6 +142,7 @@ class reply_sink {
   virtual boost::asio::awaitable<void> open() = 0;
   virtual void close() noexcept = 0;
   virtual bool is_open() const noexcept = 0;
+  virtual void stop() noexcept { close(); }
 
   // The largest reply body the broker takes, within max_reply_bytes.
   virtual std::size_t budget() const = 0;
@@ -134,9 +155,13 @@ class reply_sink {
 
   // Puts one reply to the job of `entry` and returns once the broker has
   // it. `body(budget)` makes the body within `budget` bytes; it is asked
-  // again with less when the broker takes less than it said.
-  virtual boost::asio::awaitable<void> put(const journal_entry& entry,
-                                           const std::function<std::string(std::size_t)>& body) = 0;
+  // again with less when the broker takes less than it said. `ready`, when
+  // given, is awaited right before the reply goes out (the journal's sync:
+  // whatever the sink sends first, e.g. the tube to use, overlaps it).
+  using body_maker = std::function<std::string(std::size_t)>;
+  using before_put = std::function<boost::asio::awaitable<void>()>;
+  virtual boost::asio::awaitable<void> put(const journal_entry& entry, const body_maker& body,
+                                           const before_put& ready) = 0;
   // After the final reply: the router is done with the broker's job
   // (beanstalkd: deleted). False: the broker cannot let it go yet, and the
   // entry stays, marked replied, until the job comes back (a job taken over
@@ -144,5 +169,17 @@ class reply_sink {
   // the job source may change it meanwhile.
   virtual boost::asio::awaitable<bool> finish(const journal_entry& entry) = 0;
 };
+
+// The broker a config names, both roles: `owner` keeps them alive.
+struct broker_roles {
+  std::shared_ptr<void> owner;
+  job_source* source = nullptr;
+  reply_sink* sink = nullptr;
+};
+
+struct config;
+class metrics;
+broker_roles make_broker(boost::asio::any_io_executor executor, const config& cfg, metrics& counters,
+                         std::shared_ptr<spdlog::logger> log);
 
 } // namespace bs_router

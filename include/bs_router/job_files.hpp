@@ -24,19 +24,19 @@ class job_files {
   // bounds the size of all jobs' files together (0: none).
   job_files(std::string logdir, int max_age_days, int max_files, std::uint64_t max_bytes = 0);
 
-  std::string cmd_path(std::uint64_t job_id) const;
-  std::string out_path(std::uint64_t job_id) const;
-  std::string err_path(std::uint64_t job_id) const;
+  std::string cmd_path(const std::string& job_id) const;
+  std::string out_path(const std::string& job_id) const;
+  std::string err_path(const std::string& job_id) const;
 
   // Writes <id>.cmd: the argv, one element per line with C-style escapes for
   // bytes that are not printable, so that the file shows exactly what ran.
-  void write_command(std::uint64_t job_id, const std::vector<std::string>& argv) const;
+  void write_command(const std::string& job_id, const std::vector<std::string>& argv) const;
 
   // Creates <id>.out and <id>.err anew (an existing file of that name is
   // unlinked first) for the child, for reading and writing; O_CLOEXEC fds
   // the caller closes. Throws std::system_error.
-  int open_out(std::uint64_t job_id) const;
-  int open_err(std::uint64_t job_id) const;
+  int open_out(const std::string& job_id) const;
+  int open_err(const std::string& job_id) const;
 
   // Reads up to max_bytes from the start of an open file (whatever the
   // descriptor's position); *total gets its size; `name` is for errors.
@@ -52,7 +52,7 @@ class job_files {
   // removes the oldest jobs' files while more than max_files jobs or
   // max_bytes bytes are kept, never this job's own. Costs a few lstat calls,
   // not a listing. Returns how many jobs' files were removed.
-  std::size_t add_job(std::uint64_t job_id);
+  std::size_t add_job(const std::string& job_id);
 
   // The jobs and bytes counted now (those of the last prune and add_jobs).
   std::size_t jobs_counted() const { return index_.size(); }

@@ -31,10 +31,18 @@ enum class journal_state {
 };
 
 struct journal_entry {
-  std::uint64_t job_id = 0;
+  // The router's own name for the entry, never reused within a statedir.
+  // (Journals of earlier versions were keyed by the beanstalkd job id: read
+  // back, that id becomes the key, and broker_id its decimal digits.)
+  std::uint64_t key = 0;
+  // The broker's name for the job (beanstalkd: the job id in decimal; AMQP:
+  // the message id), opaque to the journal; the reply's JobID.
+  std::string broker_id;
+  bool numeric_id = true; // JobID a JSON number (beanstalkd), else a string
+  std::string reply_to;   // where the replies go; empty: the broker's default
   journal_state state = journal_state::accepted;
   std::string body;          // the job's body as reserved
-  std::int64_t reserved_at = 0; // unix seconds; tells a reused job id from this job
+  std::int64_t taken_at = 0; // unix seconds; tells a reused job id from this job
   std::optional<reply> result;  // finished only
   // Taken over from its body while another connection kept the broker's job
   // reserved past its TTR (see router::take_over): the broker's job is not
@@ -64,7 +72,7 @@ class journal {
   // an older version wrote), then rewrites the log with just those, synced,
   // and removes the older files. Unreadable lines are reported in `problems`
   // and the log that held them is kept as jobs.journal.corrupt-<time>;
-  // unreadable <id>.json files are renamed <id>.corrupt. Ordered by job id.
+  // unreadable <id>.json files are renamed <id>.corrupt. Ordered by key.
   // Throws std::system_error when the directory cannot be read or written.
   std::vector<journal_entry> load(std::vector<std::string>* problems = nullptr);
 
@@ -77,7 +85,7 @@ class journal {
   // (a removal lost in a crash leaves an entry whose job the broker no longer
   // has, which the router drops). Throws std::system_error; the entry is
   // forgotten all the same, and gone from the file at the next compaction.
-  void remove(std::uint64_t job_id);
+  void remove(std::uint64_t key);
 
   // One fdatasync for everything appended so far (or a rewrite: past the
   // size bound, and after a failed fdatasync). Throws std::system_error.
@@ -100,7 +108,7 @@ class journal {
   static std::vector<journal_entry> inspect(const std::string& dir);
 
  private:
-  void append(std::uint64_t job_id, const std::string& line, bool removal);
+  void append(std::uint64_t key, const std::string& line, bool removal);
   void write_line(const std::string& line);
   void keep_room_to_compact(std::uint64_t bytes);
   void open_for_append();
@@ -117,7 +125,7 @@ class journal {
   std::uint64_t next_room_check_ = 0; // size_ at which to look at the free space again
   std::uint64_t syncs_ = 0;
   double sync_seconds_ = 0;
-  std::map<std::uint64_t, std::string> live_; // job id -> its latest line
+  std::map<std::uint64_t, std::string> live_; // key -> its latest line
 };
 
 const char* to_string(journal_state s);

@@ -25,7 +25,8 @@ inline constexpr int replay_memory_full = 1010; // max_remembered_signatures liv
 } // namespace router_errcode
 
 struct reply {
-  std::uint64_t job_id = 0;
+  std::string job_id = "0"; // "JobID": the broker's name for the job
+  bool numeric_id = true; // JobID written as a JSON number (beanstalkd's ids)
   long long err_code = 0;
   std::string message;        // cbsd's stdout (or the router's explanation)
   int progress = 100;
@@ -37,6 +38,10 @@ struct reply {
   std::uint64_t stderr_bytes = 0;  // likewise for stderr
   double duration_seconds = -1;    // "Duration", new; < 0 = omitted
 };
+
+// A reply of the router's own: nothing ran (or what ran is not known), so
+// it carries only the ErrCode and a Message that says why.
+reply error_reply(std::string job_id, bool numeric_id, long long err_code, std::string message);
 
 // Encodes the reply as one JSON object of at most max_bytes bytes:
 // ErrCode, Message, Progress, Guid, DskGuid, Vnc, plus JobID, Stderr and, when

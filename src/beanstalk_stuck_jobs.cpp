@@ -1,4 +1,4 @@
-#include "bs_router/stuck_jobs.hpp"
+#include "bs_router/beanstalk_stuck_jobs.hpp"
 
 #include <algorithm>
 #include <limits>
