@@ -138,10 +138,11 @@ journal_entry entry_from_json(const json& j) {
   return entry;
 }
 
-void write_all(int fd, const std::string& data, std::uint64_t offset, const std::string& path) {
+void write_all(journal_files& files, int fd, const std::string& data, std::uint64_t offset,
+               const std::string& path) {
   std::size_t done = 0;
   while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    const ssize_t n = files.pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
       throw_errno("write " + path);
@@ -264,13 +265,14 @@ directory open_state_directory(const std::string& dir) { return open_private_dir
 
 const char* to_string(journal_state s) { return state_names[static_cast<int>(s)]; }
 
-journal::journal(std::string dir) : journal(open_state_directory(dir)) {}
+journal::journal(std::string dir, journal_files& files) : journal(open_state_directory(dir), files) {}
 
-journal::journal(directory dir) : dir_(std::move(dir)), log_path_(dir_.path_of(log_name)) {}
+journal::journal(directory dir, journal_files& files)
+    : dir_(std::move(dir)), files_(&files), log_path_(dir_.path_of(log_name)) {}
 
 journal::~journal() {
   if (fd_ < 0) return;
-  if (synced_ < appended_) ::fdatasync(fd_);
+  if (synced_ < appended_) files_->fdatasync(fd_);
   ::close(fd_);
 }
 
@@ -335,18 +337,18 @@ void journal::rewrite() {
   const std::string tmp = dir_.path_of(tmp_name);
   // Created anew: a jobs.journal.tmp already there is unlinked, never
   // written through.
-  int fd = create_new_file(dir_, tmp_name, O_WRONLY, journal_file_mode);
+  int fd = files_->create_new_file(dir_, tmp_name, O_WRONLY, journal_file_mode);
   std::uint64_t size = 0;
   try {
     std::string text;
     for (const auto& [id, line] : live_) text += line;
-    write_all(fd, text, 0, tmp);
+    write_all(*files_, fd, text, 0, tmp);
     size = text.size();
-    if (::fsync(fd) != 0) throw_errno("fsync " + tmp);
-    if (::renameat(dir_.fd(), tmp_name.c_str(), dir_.fd(), log_name) != 0) throw_errno("rename " + tmp);
+    if (files_->fsync(fd) != 0) throw_errno("fsync " + tmp);
+    if (files_->renameat(dir_.fd(), tmp_name.c_str(), dir_.fd(), log_name) != 0) throw_errno("rename " + tmp);
     // The rename itself must reach the disk too, or a power cut could bring
     // back the older log.
-    if (::fsync(dir_.fd()) != 0) throw_errno("fsync " + dir_.path());
+    if (files_->fsync(dir_.fd()) != 0) throw_errno("fsync " + dir_.path());
   } catch (...) {
     ::close(fd);
     // A partial copy would only take room from the log it was to replace.
@@ -364,7 +366,7 @@ void journal::rewrite() {
 
 void journal::write_line(const std::string& line) {
   try {
-    write_all(fd_, line, size_, log_path());
+    write_all(*files_, fd_, line, size_, log_path());
   } catch (...) {
     // Cut off what part of the line got written, so the next line does not
     // run into it.
@@ -458,7 +460,7 @@ void journal::sync() {
   if (needs_rewrite_ || size_ - rewritten_size_ > rewrite_after_bytes) {
     rewrite();
   } else {
-    if (::fdatasync(fd_) != 0) {
+    if (files_->fdatasync(fd_) != 0) {
       needs_rewrite_ = true;
       throw_errno("fdatasync " + log_path());
     }
