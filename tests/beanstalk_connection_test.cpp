@@ -266,11 +266,6 @@ TEST(BeanstalkConnection, LinesNobodyAskedForCloseTheConnection) {
   EXPECT_FALSE(conn.is_open());
 }
 
-TEST(BeanstalkConnection, BadTubeNamesNeverReachTheWire) {
-  asio::io_context io;
-  connection conn(io.get_executor());
-  EXPECT_THROW(run(io, [&]() -> asio::awaitable<void> { co_await conn.use("-bad"); }), std::invalid_argument);
-}
 
 
 // Tests against a peer that plays exact bytes (tests/support/wire_script.hpp):
@@ -378,6 +373,46 @@ TEST(BeanstalkScripted, DeadlineSoonInTheMiddleOfPipelinedReservesIsNoJob) {
   EXPECT_TRUE(conn.is_open());
   EXPECT_EQ(peer.mismatch(), "");
   EXPECT_EQ(peer.received(), reserve + reserve + reserve + "touch 5\r\n");
+}
+
+
+// A tube name beanstalkd does not allow fails with errc::bad_tube_name and
+// sends nothing: the peer sees only the commands with good names, and the
+// connection stays open and in step.
+TEST(BeanstalkScripted, BadTubeNamesFailWithBadTubeNameAndNeverReachTheWire) {
+  const std::string longest(200, 'n');
+  wire_script peer({wire_script::expect("use " + longest + "\r\n"), wire_script::send("USING " + longest + "\r\n"),
+                    wire_script::expect("watch a-b+c/d;e.f$g_h(i)\r\n"), wire_script::send("WATCHING 2\r\n")});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  connect_to(io, conn, peer);
+  const std::vector<std::string> bad{"", "-leading-dash", std::string(201, 'n'), "with space", "crlf\r\nstats",
+                                     std::string("nul\0", 4), "star*", "caf\xc3\xa9"};
+  for (const std::string& name : bad) {
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.use(name); }), errc::bad_tube_name)
+        << name;
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.watch(name); }), errc::bad_tube_name)
+        << name;
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.ignore(name); }), errc::bad_tube_name)
+        << name;
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.stats_tube(name); }),
+              errc::bad_tube_name)
+        << name;
+    EXPECT_TRUE(conn.is_open()) << name;
+  }
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.use(longest);
+    EXPECT_EQ(co_await conn.watch("a-b+c/d;e.f$g_h(i)"), 2u);
+  });
+  EXPECT_EQ(peer.mismatch(), "");
+  EXPECT_EQ(peer.received(), "use " + longest + "\r\nwatch a-b+c/d;e.f$g_h(i)\r\n");
+}
+
+// Without a connection too: the name is checked first.
+TEST(BeanstalkConnection, ABadTubeNameFailsBeforeAnythingElse) {
+  asio::io_context io;
+  connection conn(io.get_executor());
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.use("-bad"); }), errc::bad_tube_name);
 }
 
 } // namespace
