@@ -264,32 +264,4 @@ void capped_output::append(std::string_view data) noexcept {
   }
 }
 
-std::string describe_argv(const std::vector<std::string>& argv) {
-  auto is_plain = [](unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           std::string_view("_@%+=:,./-").find(static_cast<char>(c)) != std::string_view::npos;
-  };
-  auto is_printable = [](unsigned char c) { return c >= 0x20 && c < 0x7f; };
-
-  std::string line;
-  for (const std::string& element : argv) {
-    if (!line.empty()) line += ' ';
-    if (!element.empty() && std::all_of(element.begin(), element.end(), is_plain)) {
-      line += element;
-    } else if (std::all_of(element.begin(), element.end(), is_printable)) {
-      // '...' with each ' written as '\'' as sh reads it.
-      line += '\'';
-      for (char c : element) line += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-      line += '\'';
-    } else {
-      // $'...' (ANSI-C quoting) keeps control bytes visible on one line; its
-      // escapes are escape_bytes' plus \' for the quote.
-      line += "$'";
-      for (char c : escape_bytes(element)) line += (c == '\'') ? std::string("\\'") : std::string(1, c);
-      line += '\'';
-    }
-  }
-  return line;
-}
-
 } // namespace bs_router
