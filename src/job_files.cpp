@@ -1,6 +1,7 @@
 #include "bs_router/job_files.hpp"
 
 #include "bs_router/escape.hpp"
+#include "bs_router/posix_io.hpp"
 #include "bs_router/safe_files.hpp"
 
 #include <algorithm>
@@ -8,7 +9,6 @@
 #include <map>
 #include <stdexcept>
 #include <string_view>
-#include <system_error>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -25,10 +25,6 @@ constexpr mode_t job_file_mode = 0640;
 constexpr mode_t job_dir_mode = 0750;
 
 constexpr std::string_view job_file_suffixes[] = {".cmd", ".out", ".err"};
-
-[[noreturn]] void throw_errno(int error, const std::string& what) {
-  throw std::system_error(error, std::generic_category(), what);
-}
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -59,17 +55,6 @@ std::chrono::system_clock::time_point modification_time(const struct stat& statu
   using namespace std::chrono;
   return system_clock::time_point(
       duration_cast<system_clock::duration>(seconds(status.st_mtim.tv_sec) + nanoseconds(status.st_mtim.tv_nsec)));
-}
-
-void write_all(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, "cannot write " + path);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
 }
 
 // One argv element as one line of a .cmd file: escaped, so that a value with
@@ -107,7 +92,7 @@ void job_files::write_command(std::uint64_t job_id, const std::vector<std::strin
   const std::string path = cmd_path(job_id);
   int fd = create_job_file(dir_, std::to_string(job_id) + ".cmd");
   try {
-    write_all(fd, text, path);
+    if (int error = write_all(fd, text)) throw_errno(error, "cannot write " + path);
   } catch (...) {
     ::close(fd);
     throw;
@@ -251,11 +236,11 @@ void capped_output::append(std::string_view data) noexcept {
   try {
     std::string_view kept = data;
     if (cap_ > 0) kept = data.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), cap_ - written_)));
-    write_all(fd_, kept, path_);
+    if (int error = write_all(fd_, kept)) throw_errno(error, "cannot write " + path_);
     written_ += kept.size();
     if (kept.size() < data.size()) {
       marked_ = true;
-      write_all(fd_, marker(cap_), path_);
+      if (int error = write_all(fd_, marker(cap_))) throw_errno(error, "cannot write " + path_);
     }
   } catch (const std::exception& ex) {
     error_ = ex.what();
