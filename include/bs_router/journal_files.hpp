@@ -3,8 +3,8 @@
 // interface so that tests can make them fail as a disk does (a full disk, an
 // I/O error, a failed fdatasync) and check what the journal promises then
 // (docs/GUARANTEES.md, *Failure → outcome*). The journal uses the POSIX
-// calls themselves unless it is given another set; one virtual call beside
-// each system call costs nothing worth measuring.
+// calls themselves unless it is given another set: the price on the hot
+// path is one virtual call beside each system call it makes.
 //
 // Each operation behaves as the POSIX call of its name: -1 with errno set
 // on failure; create_new_file as safe_files.hpp's (it throws).
