@@ -14,6 +14,16 @@ using asio::awaitable;
 using asio::use_awaitable;
 using boost::system::error_code;
 
+namespace {
+
+// beanstalkd would answer BAD_FORMAT to a name it does not allow: fail before
+// anything is sent, so the connection stays open and in step.
+void check_tube_name(std::string_view tube, const char* command) {
+  if (!valid_tube_name(tube)) throw boost::system::system_error(make_error_code(errc::bad_tube_name), command);
+}
+
+} // namespace
+
 connection::connection(asio::any_io_executor executor, std::size_t max_body)
     : socket_(executor), deadline_timer_(executor), max_body_(max_body) {}
 
@@ -155,6 +165,7 @@ void connection::expect(const response& r, std::initializer_list<response_kind> 
 }
 
 awaitable<void> connection::use(std::string_view tube) {
+  check_tube_name(tube, "use");
   response r = co_await round_trip(encode_use(tube), command_deadline_);
   expect(r, {response_kind::using_tube});
 }
@@ -167,12 +178,14 @@ awaitable<std::uint64_t> connection::put(std::uint32_t priority, std::uint32_t d
 }
 
 awaitable<std::uint64_t> connection::watch(std::string_view tube) {
+  check_tube_name(tube, "watch");
   response r = co_await round_trip(encode_watch(tube), command_deadline_);
   expect(r, {response_kind::watching});
   co_return r.value;
 }
 
 awaitable<std::uint64_t> connection::ignore(std::string_view tube) {
+  check_tube_name(tube, "ignore");
   response r = co_await round_trip(encode_ignore(tube), command_deadline_);
   expect(r, {response_kind::watching});
   co_return r.value;
@@ -264,6 +277,7 @@ awaitable<std::optional<job>> connection::peek(std::uint64_t id) {
 }
 
 awaitable<std::optional<stats_map>> connection::stats_tube(std::string_view tube) {
+  check_tube_name(tube, "stats-tube");
   response r = co_await round_trip(encode_stats_tube(tube), command_deadline_);
   expect(r, {response_kind::ok, response_kind::not_found});
   if (r.kind == response_kind::not_found) co_return std::nullopt;

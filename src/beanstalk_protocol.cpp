@@ -1,5 +1,7 @@
 #include "bs_router/beanstalk_protocol.hpp"
 
+#include "bs_router/escape.hpp"
+
 #include <array>
 #include <limits>
 #include <stdexcept>
@@ -96,32 +98,15 @@ bool parse_decimal(std::string_view text, std::uint64_t& out) {
   return true;
 }
 
-// A short printable rendering of untrusted bytes for error messages: the log
-// must not receive raw control characters or a whole line of junk.
-std::string printable_excerpt(std::string_view bytes) {
-  constexpr std::size_t max_shown = 64;
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < bytes.size() && i < max_shown; ++i) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c >= 0x20 && c < 0x7f) {
-      out += static_cast<char>(c);
-    } else {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    }
-  }
-  if (bytes.size() > max_shown) out += "...";
-  return out;
-}
+// Untrusted bytes in error messages are shown escaped and cut to this many
+// (escape.hpp): the log must not receive raw control characters or a whole
+// line of junk.
+constexpr std::size_t max_bytes_shown = 64;
 
 parse_result bad(std::string what, std::string_view line) {
   parse_result result;
   result.status = parse_status::bad;
-  result.error = std::move(what) + " in response \"" + printable_excerpt(line) + "\"";
+  result.error = std::move(what) + " in response \"" + loggable(line, max_bytes_shown) + "\"";
   return result;
 }
 
@@ -157,7 +142,7 @@ std::string command_with_number(std::string_view command, std::uint64_t n) {
 
 std::string command_with_tube(std::string_view command, std::string_view tube) {
   if (!valid_tube_name(tube))
-    throw std::invalid_argument("invalid beanstalk tube name \"" + printable_excerpt(tube) + "\"");
+    throw std::invalid_argument("invalid beanstalk tube name \"" + loggable(tube, max_bytes_shown) + "\"");
   std::string out{command};
   out += ' ';
   out += tube;

@@ -1,6 +1,7 @@
 #include "bs_router/job_files.hpp"
 
 #include "bs_router/escape.hpp"
+#include "bs_router/posix_io.hpp"
 #include "bs_router/safe_files.hpp"
 
 #include <algorithm>
@@ -8,7 +9,6 @@
 #include <map>
 #include <stdexcept>
 #include <string_view>
-#include <system_error>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -25,10 +25,6 @@ constexpr mode_t job_file_mode = 0640;
 constexpr mode_t job_dir_mode = 0750;
 
 constexpr std::string_view job_file_suffixes[] = {".cmd", ".out", ".err"};
-
-[[noreturn]] void throw_errno(int error, const std::string& what) {
-  throw std::system_error(error, std::generic_category(), what);
-}
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
@@ -59,17 +55,6 @@ std::chrono::system_clock::time_point modification_time(const struct stat& statu
   using namespace std::chrono;
   return system_clock::time_point(
       duration_cast<system_clock::duration>(seconds(status.st_mtim.tv_sec) + nanoseconds(status.st_mtim.tv_nsec)));
-}
-
-void write_all(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    ssize_t written = ::write(fd, data.data(), data.size());
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, "cannot write " + path);
-    }
-    data.remove_prefix(static_cast<std::size_t>(written));
-  }
 }
 
 // One argv element as one line of a .cmd file: escaped, so that a value with
@@ -107,7 +92,7 @@ void job_files::write_command(const std::string& job_id, const std::vector<std::
   const std::string path = cmd_path(job_id);
   int fd = create_job_file(dir_, job_id + ".cmd");
   try {
-    write_all(fd, text, path);
+    if (int error = write_all(fd, text)) throw_errno(error, "cannot write " + path);
   } catch (...) {
     ::close(fd);
     throw;
@@ -251,45 +236,17 @@ void capped_output::append(std::string_view data) noexcept {
   try {
     std::string_view kept = data;
     if (cap_ > 0) kept = data.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), cap_ - written_)));
-    write_all(fd_, kept, path_);
+    if (int error = write_all(fd_, kept)) throw_errno(error, "cannot write " + path_);
     written_ += kept.size();
     if (kept.size() < data.size()) {
       marked_ = true;
-      write_all(fd_, marker(cap_), path_);
+      if (int error = write_all(fd_, marker(cap_))) throw_errno(error, "cannot write " + path_);
     }
   } catch (const std::exception& ex) {
     error_ = ex.what();
   } catch (...) {
     error_ = "cannot write " + path_;
   }
-}
-
-std::string describe_argv(const std::vector<std::string>& argv) {
-  auto is_plain = [](unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           std::string_view("_@%+=:,./-").find(static_cast<char>(c)) != std::string_view::npos;
-  };
-  auto is_printable = [](unsigned char c) { return c >= 0x20 && c < 0x7f; };
-
-  std::string line;
-  for (const std::string& element : argv) {
-    if (!line.empty()) line += ' ';
-    if (!element.empty() && std::all_of(element.begin(), element.end(), is_plain)) {
-      line += element;
-    } else if (std::all_of(element.begin(), element.end(), is_printable)) {
-      // '...' with each ' written as '\'' as sh reads it.
-      line += '\'';
-      for (char c : element) line += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-      line += '\'';
-    } else {
-      // $'...' (ANSI-C quoting) keeps control bytes visible on one line; its
-      // escapes are escape_bytes' plus \' for the quote.
-      line += "$'";
-      for (char c : escape_bytes(element)) line += (c == '\'') ? std::string("\\'") : std::string(1, c);
-      line += '\'';
-    }
-  }
-  return line;
 }
 
 } // namespace bs_router

@@ -1,5 +1,6 @@
 #include "bs_router/journal.hpp"
 
+#include "bs_router/posix_io.hpp"
 #include "bs_router/safe_files.hpp"
 
 #include <cerrno>
@@ -24,10 +25,6 @@ namespace bs_router {
 namespace {
 
 using nlohmann::json;
-
-[[noreturn]] void throw_errno(const std::string& what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
 
 // The journal is the router's alone: owner only.
 constexpr mode_t journal_file_mode = 0600;
@@ -155,16 +152,12 @@ journal_entry entry_from_json(const json& j) {
   return entry;
 }
 
-void write_all(int fd, const std::string& data, std::uint64_t offset, const std::string& path) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write " + path);
-    }
-    done += static_cast<std::size_t>(n);
-  }
+void write_all(journal_files& files, int fd, const std::string& data, std::uint64_t offset,
+               const std::string& path) {
+  const int error = write_fully(data, [&](const char* bytes, std::size_t size, std::size_t done) {
+    return files.pwrite(fd, bytes, size, static_cast<off_t>(offset + done));
+  });
+  if (error) throw_errno(error, "write " + path);
 }
 
 // Reads a whole file of the journal's directory; false when it is missing.
@@ -178,8 +171,7 @@ bool read_own_file(const directory& dir, const std::string& name, std::string& t
       if (errno == EINTR) continue;
       const int error = errno;
       ::close(fd);
-      errno = error;
-      throw_errno("read " + dir.path_of(name));
+      throw_errno(error, "read " + dir.path_of(name));
     }
     if (n == 0) break;
     text.append(chunk, static_cast<std::size_t>(n));
@@ -237,13 +229,12 @@ directory_contents read_directory(const directory& dir) {
   if (!dir.is_open()) return contents; // no router has run here yet
   // A descriptor of its own: readdir moves the offset it shares with dups.
   const int list_fd = ::openat(dir.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (list_fd < 0) throw_errno("open " + dir.path());
+  if (list_fd < 0) throw_errno(errno, "open " + dir.path());
   DIR* d = ::fdopendir(list_fd);
   if (!d) {
     const int error = errno;
     ::close(list_fd);
-    errno = error;
-    throw_errno("opendir " + dir.path());
+    throw_errno(error, "opendir " + dir.path());
   }
   std::vector<std::string> names;
   while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
@@ -281,13 +272,14 @@ directory open_state_directory(const std::string& dir) { return open_private_dir
 
 const char* to_string(journal_state s) { return state_names[static_cast<int>(s)]; }
 
-journal::journal(std::string dir) : journal(open_state_directory(dir)) {}
+journal::journal(std::string dir, journal_files& files) : journal(open_state_directory(dir), files) {}
 
-journal::journal(directory dir) : dir_(std::move(dir)), log_path_(dir_.path_of(log_name)) {}
+journal::journal(directory dir, journal_files& files)
+    : dir_(std::move(dir)), files_(&files), log_path_(dir_.path_of(log_name)) {}
 
 journal::~journal() {
   if (fd_ < 0) return;
-  if (synced_ < appended_) ::fdatasync(fd_);
+  if (synced_ < appended_) files_->fdatasync(fd_);
   ::close(fd_);
 }
 
@@ -352,18 +344,18 @@ void journal::rewrite() {
   const std::string tmp = dir_.path_of(tmp_name);
   // Created anew: a jobs.journal.tmp already there is unlinked, never
   // written through.
-  int fd = create_new_file(dir_, tmp_name, O_WRONLY, journal_file_mode);
+  int fd = files_->create_new_file(dir_, tmp_name, O_WRONLY, journal_file_mode);
   std::uint64_t size = 0;
   try {
     std::string text;
     for (const auto& [id, line] : live_) text += line;
-    write_all(fd, text, 0, tmp);
+    write_all(*files_, fd, text, 0, tmp);
     size = text.size();
-    if (::fsync(fd) != 0) throw_errno("fsync " + tmp);
-    if (::renameat(dir_.fd(), tmp_name.c_str(), dir_.fd(), log_name) != 0) throw_errno("rename " + tmp);
+    if (files_->fsync(fd) != 0) throw_errno(errno, "fsync " + tmp);
+    if (files_->renameat(dir_.fd(), tmp_name.c_str(), dir_.fd(), log_name) != 0) throw_errno(errno, "rename " + tmp);
     // The rename itself must reach the disk too, or a power cut could bring
     // back the older log.
-    if (::fsync(dir_.fd()) != 0) throw_errno("fsync " + dir_.path());
+    if (files_->fsync(dir_.fd()) != 0) throw_errno(errno, "fsync " + dir_.path());
   } catch (...) {
     ::close(fd);
     // A partial copy would only take room from the log it was to replace.
@@ -381,7 +373,7 @@ void journal::rewrite() {
 
 void journal::write_line(const std::string& line) {
   try {
-    write_all(fd_, line, size_, log_path());
+    write_all(*files_, fd_, line, size_, log_path());
   } catch (...) {
     // Cut off what part of the line got written, so the next line does not
     // run into it.
@@ -475,9 +467,9 @@ void journal::sync() {
   if (needs_rewrite_ || size_ - rewritten_size_ > rewrite_after_bytes) {
     rewrite();
   } else {
-    if (::fdatasync(fd_) != 0) {
+    if (files_->fdatasync(fd_) != 0) {
       needs_rewrite_ = true;
-      throw_errno("fdatasync " + log_path());
+      throw_errno(errno, "fdatasync " + log_path());
     }
     synced_ = appended_;
   }

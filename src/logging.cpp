@@ -1,11 +1,11 @@
 #include "bs_router/logging.hpp"
 
+#include "bs_router/posix_io.hpp"
 #include "bs_router/safe_files.hpp"
 
 #include <cerrno>
 #include <mutex>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include <fcntl.h>
@@ -48,12 +48,12 @@ void split_path(const std::string& path, std::string& dir, std::string& name) {
 int open_log(const std::string& path) {
   if (int standard = standard_descriptor(path); standard >= 0) {
     const int fd = ::fcntl(standard, F_DUPFD_CLOEXEC, 3);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot duplicate " + path);
+    if (fd < 0) throw_errno(errno, "cannot duplicate " + path);
     return fd;
   }
   if (is_dev_null(path)) {
     const int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot open " + path);
+    if (fd < 0) throw_errno(errno, "cannot open " + path);
     return fd;
   }
   std::string dir_path, name;
@@ -91,15 +91,8 @@ class reopenable_file_sink final : public spdlog::sinks::base_sink<std::mutex> {
     formatter_->format(msg, formatted);
     // Unbuffered: few lines (two per job), and each is in the file at once,
     // which keeps `tail -f` and crashes honest.
-    std::string_view rest(formatted.data(), formatted.size());
-    while (!rest.empty()) {
-      const ssize_t n = ::write(fd_, rest.data(), rest.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        throw spdlog::spdlog_ex("cannot write " + path_, errno);
-      }
-      rest.remove_prefix(static_cast<std::size_t>(n));
-    }
+    if (int error = write_all(fd_, std::string_view(formatted.data(), formatted.size())))
+      throw spdlog::spdlog_ex("cannot write " + path_, error);
   }
   void flush_() override {}
 

@@ -1,9 +1,10 @@
 #include "bs_router/replay_guard.hpp"
 
+#include "bs_router/posix_io.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <stdexcept>
-#include <system_error>
 #include <vector>
 
 #include <fcntl.h>
@@ -20,24 +21,13 @@ constexpr std::size_t max_line_bytes = 64 + 1 + 18 + 1 + 128 + 1;
 // Files are rewritten once they hold this many lines beyond twice the live ones.
 constexpr std::size_t rewrite_slack_lines = 1024;
 
-[[noreturn]] void fail(const std::string& what) { throw std::system_error(errno, std::generic_category(), what); }
-
 // A file of ours: regular, one link, owned by the router's user.
 void check_ours(int fd, const char* name) {
   struct stat st {};
-  if (::fstat(fd, &st) != 0) fail(std::string("fstat ") + name);
+  if (::fstat(fd, &st) != 0) throw_errno(errno, std::string("fstat ") + name);
   if (!S_ISREG(st.st_mode) || st.st_nlink != 1 || st.st_uid != ::geteuid())
     throw std::runtime_error(std::string(name) +
                              ": not a regular file of this user with one link; not used (remove it to start afresh)");
-}
-
-void write_all(int fd, std::string_view data, const char* name) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail(std::string("write ") + name);
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
 }
 
 bool parse_line(std::string_view line, std::string& hmac, std::int64_t& expires, std::string& job_id) {
@@ -64,7 +54,7 @@ bool parse_line(std::string_view line, std::string& hmac, std::int64_t& expires,
 
 replay_guard::replay_guard(int dir_fd, std::size_t max_entries, std::int64_t now) : max_entries_(max_entries) {
   dir_fd_ = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  if (dir_fd_ < 0) fail("dup statedir");
+  if (dir_fd_ < 0) throw_errno(errno, "dup statedir");
   try {
     load();
     forget_expired(now);
@@ -91,7 +81,7 @@ void replay_guard::load() {
   const int fd = ::openat(dir_fd_, file_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return;
-    fail(std::string("open ") + file_name);
+    throw_errno(errno, std::string("open ") + file_name);
   }
   struct closer {
     int fd;
@@ -105,7 +95,7 @@ void replay_guard::load() {
   for (;;) {
     const ssize_t n = ::read(fd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail(std::string("read ") + file_name);
+    if (n < 0) throw_errno(errno, std::string("read ") + file_name);
     if (n == 0) break;
     text.append(buffer, static_cast<std::size_t>(n));
     if (text.size() > limit) throw std::runtime_error(std::string(file_name) + ": larger than its bound");
@@ -136,29 +126,31 @@ std::string replay_guard::line_of(const std::string& hmac, const entry& e) const
 }
 
 void replay_guard::rewrite() {
-  if (::unlinkat(dir_fd_, temporary_name, 0) != 0 && errno != ENOENT) fail(std::string("unlink ") + temporary_name);
+  if (::unlinkat(dir_fd_, temporary_name, 0) != 0 && errno != ENOENT)
+    throw_errno(errno, std::string("unlink ") + temporary_name);
   const int tmp = ::openat(dir_fd_, temporary_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (tmp < 0) fail(std::string("create ") + temporary_name);
+  if (tmp < 0) throw_errno(errno, std::string("create ") + temporary_name);
   try {
     std::string text;
     text.reserve(entries_.size() * 100);
     for (const auto& [expires, hmac] : by_expiry_) text += line_of(hmac, entries_.at(hmac));
-    write_all(tmp, text, temporary_name);
-    if (::fsync(tmp) != 0) fail(std::string("fsync ") + temporary_name);
+    if (int error = write_all(tmp, text)) throw_errno(error, std::string("write ") + temporary_name);
+    if (::fsync(tmp) != 0) throw_errno(errno, std::string("fsync ") + temporary_name);
   } catch (...) {
     ::close(tmp);
     ::unlinkat(dir_fd_, temporary_name, 0);
     throw;
   }
   ::close(tmp);
-  if (::renameat(dir_fd_, temporary_name, dir_fd_, file_name) != 0) fail(std::string("rename ") + temporary_name);
-  if (::fsync(dir_fd_) != 0) fail("fsync statedir");
+  if (::renameat(dir_fd_, temporary_name, dir_fd_, file_name) != 0)
+    throw_errno(errno, std::string("rename ") + temporary_name);
+  if (::fsync(dir_fd_) != 0) throw_errno(errno, "fsync statedir");
   pending_.clear();
   needs_rewrite_ = false;
   lines_in_file_ = entries_.size();
   if (fd_ >= 0) ::close(fd_);
   fd_ = ::openat(dir_fd_, file_name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-  if (fd_ < 0) fail(std::string("open ") + file_name);
+  if (fd_ < 0) throw_errno(errno, std::string("open ") + file_name);
   check_ours(fd_, file_name);
 }
 
@@ -187,12 +179,12 @@ void replay_guard::sync() {
     return;
   }
   const std::size_t lines = static_cast<std::size_t>(std::count(pending_.begin(), pending_.end(), '\n'));
-  write_all(fd_, pending_, file_name);
+  if (int error = write_all(fd_, pending_)) throw_errno(error, std::string("write ") + file_name);
   lines_in_file_ += lines;
   pending_.clear();
   if (::fdatasync(fd_) != 0) {
     needs_rewrite_ = true;
-    fail(std::string("fdatasync ") + file_name);
+    throw_errno(errno, std::string("fdatasync ") + file_name);
   }
 }
 

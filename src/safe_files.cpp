@@ -1,9 +1,10 @@
 #include "bs_router/safe_files.hpp"
 
+#include "bs_router/posix_io.hpp"
+
 #include <cerrno>
 #include <cstdio>
 #include <string_view>
-#include <system_error>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,10 +13,6 @@
 namespace bs_router {
 
 namespace {
-
-[[noreturn]] void throw_errno(int error, const std::string& what) {
-  throw std::system_error(error, std::generic_category(), what);
-}
 
 std::string without_trailing_slashes(std::string path) {
   // "dir/" would follow a link named dir: O_NOFOLLOW applies to the last

@@ -11,6 +11,7 @@
 #include "bs_router/beanstalk_connection.hpp"
 #include "support/beanstalkd_server.hpp"
 #include "support/scripted_broker.hpp"
+#include "support/wire_script.hpp"
 
 namespace bs_router::beanstalk {
 namespace {
@@ -265,10 +266,153 @@ TEST(BeanstalkConnection, LinesNobodyAskedForCloseTheConnection) {
   EXPECT_FALSE(conn.is_open());
 }
 
-TEST(BeanstalkConnection, BadTubeNamesNeverReachTheWire) {
+
+
+// Tests against a peer that plays exact bytes (tests/support/wire_script.hpp):
+// every byte the connection writes is compared, and the answers are canned,
+// so they show cases a real beanstalkd gives only by chance.
+using testing::wire_script;
+
+// A connection to `peer`, whose deadlines are long enough that an error
+// seen is the peer's doing and never a deadline's.
+void connect_to(asio::io_context& io, connection& conn, const wire_script& peer) {
+  conn.set_command_deadline(60s);
+  run(io, [&]() -> asio::awaitable<void> { co_await conn.connect("127.0.0.1", peer.port(), 5s); });
+}
+
+// The peer hangs up after the bury is sent, before its answer: whether the
+// job was buried cannot be known. The call fails at once, not at its
+// deadline, and the connection is closed, never left to read a later answer
+// as this one's.
+TEST(BeanstalkScripted, ABuryWhoseAnswerIsLostFailsAndClosesTheConnection) {
+  wire_script peer({wire_script::expect("bury 7 3\r\n"), wire_script::hang_up()});
   asio::io_context io;
   connection conn(io.get_executor());
-  EXPECT_THROW(run(io, [&]() -> asio::awaitable<void> { co_await conn.use("-bad"); }), std::invalid_argument);
+  connect_to(io, conn, peer);
+  const auto ec = error_of(io, [&]() -> asio::awaitable<void> { co_await conn.bury(7, 3); });
+  EXPECT_EQ(ec, asio::error::eof) << ec.message();
+  EXPECT_FALSE(conn.is_open());
+  EXPECT_EQ(peer.mismatch(), "");
+  EXPECT_EQ(peer.received(), "bury 7 3\r\n");
+}
+
+// The same for a pipelined bury whose answers stop after the first.
+TEST(BeanstalkScripted, PipelinedBuriesWhoseAnswersAreLostFailAndCloseTheConnection) {
+  wire_script peer({wire_script::expect("bury 1 0\r\nbury 2 0\r\n"), wire_script::send("BURIED\r\n"),
+                    wire_script::hang_up()});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  connect_to(io, conn, peer);
+  const std::vector<std::uint64_t> ids{1, 2};
+  const auto ec = error_of(io, [&]() -> asio::awaitable<void> { co_await conn.bury_each(ids, 0); });
+  EXPECT_EQ(ec, asio::error::eof) << ec.message();
+  EXPECT_FALSE(conn.is_open());
+  EXPECT_EQ(peer.mismatch(), "");
+}
+
+// NOT_FOUND for one job in the middle of a pipelined bury is that job's
+// answer alone: the jobs around it are buried, and the connection stays in
+// step for the next command.
+TEST(BeanstalkScripted, NotFoundInTheMiddleOfPipelinedBuriesIsThatJobsAnswer) {
+  wire_script peer({wire_script::expect("bury 11 2\r\nbury 12 2\r\nbury 13 2\r\n"),
+                    wire_script::send("BURIED\r\nNOT_FOUND\r\nBURIED\r\n"),
+                    wire_script::expect("delete 12\r\n"), wire_script::send("NOT_FOUND\r\n")});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  connect_to(io, conn, peer);
+  const std::vector<std::uint64_t> ids{11, 12, 13};
+  run(io, [&]() -> asio::awaitable<void> {
+    const std::vector<bool> buried = co_await conn.bury_each(ids, 2);
+    EXPECT_EQ(buried, (std::vector<bool>{true, false, true}));
+    EXPECT_FALSE(co_await conn.remove(12));
+  });
+  EXPECT_TRUE(conn.is_open());
+  EXPECT_EQ(peer.mismatch(), "");
+  EXPECT_EQ(peer.received(), "bury 11 2\r\nbury 12 2\r\nbury 13 2\r\ndelete 12\r\n");
+}
+
+// JOB_TOO_BIG is the put's error (errc::job_too_big); the connection stays
+// open and in step, and the next put gets its own answer.
+TEST(BeanstalkScripted, JobTooBigFailsThatPutAndKeepsTheConnection) {
+  wire_script peer({wire_script::expect("put 1 0 30 5\r\nhello\r\n"), wire_script::send("JOB_TOO_BIG\r\n"),
+                    wire_script::expect("put 1 0 30 2\r\nhi\r\n"), wire_script::send("INSERTED 9\r\n")});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  connect_to(io, conn, peer);
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.put(1, 0, 30, "hello"); }),
+            errc::job_too_big);
+  EXPECT_TRUE(conn.is_open());
+  run(io, [&]() -> asio::awaitable<void> { EXPECT_EQ(co_await conn.put(1, 0, 30, "hi"), 9u); });
+  EXPECT_EQ(peer.mismatch(), "");
+  EXPECT_EQ(peer.received(), "put 1 0 30 5\r\nhello\r\nput 1 0 30 2\r\nhi\r\n");
+}
+
+// DEADLINE_SOON between two jobs of a pipelined reserve is no job and no
+// error: the jobs before and after it are got, in order, and the connection
+// stays in step.
+TEST(BeanstalkScripted, DeadlineSoonInTheMiddleOfPipelinedReservesIsNoJob) {
+  const std::string reserve = "reserve-with-timeout 0\r\n";
+  wire_script peer({wire_script::expect(reserve + reserve + reserve),
+                    wire_script::send("RESERVED 5 3\r\nab\n\r\nDEADLINE_SOON\r\nRESERVED 6 0\r\n\r\n"),
+                    wire_script::expect("touch 5\r\n"), wire_script::send("TOUCHED\r\n")});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  connect_to(io, conn, peer);
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.request_ready(3);
+    const std::vector<job> got = co_await conn.collect_ready();
+    EXPECT_EQ(got.size(), 2u);
+    if (got.size() == 2) {
+      EXPECT_EQ(got[0].id, 5u);
+      EXPECT_EQ(got[0].body, "ab\n");
+      EXPECT_EQ(got[1].id, 6u);
+      EXPECT_EQ(got[1].body, "");
+    }
+    EXPECT_TRUE(co_await conn.touch(5));
+  });
+  EXPECT_TRUE(conn.is_open());
+  EXPECT_EQ(peer.mismatch(), "");
+  EXPECT_EQ(peer.received(), reserve + reserve + reserve + "touch 5\r\n");
+}
+
+
+// A tube name beanstalkd does not allow fails with errc::bad_tube_name and
+// sends nothing: the peer sees only the commands with good names, and the
+// connection stays open and in step.
+TEST(BeanstalkScripted, BadTubeNamesFailWithBadTubeNameAndNeverReachTheWire) {
+  const std::string longest(200, 'n');
+  wire_script peer({wire_script::expect("use " + longest + "\r\n"), wire_script::send("USING " + longest + "\r\n"),
+                    wire_script::expect("watch a-b+c/d;e.f$g_h(i)\r\n"), wire_script::send("WATCHING 2\r\n")});
+  asio::io_context io;
+  connection conn(io.get_executor());
+  connect_to(io, conn, peer);
+  const std::vector<std::string> bad{"", "-leading-dash", std::string(201, 'n'), "with space", "crlf\r\nstats",
+                                     std::string("nul\0", 4), "star*", "caf\xc3\xa9"};
+  for (const std::string& name : bad) {
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.use(name); }), errc::bad_tube_name)
+        << name;
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.watch(name); }), errc::bad_tube_name)
+        << name;
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.ignore(name); }), errc::bad_tube_name)
+        << name;
+    EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.stats_tube(name); }),
+              errc::bad_tube_name)
+        << name;
+    EXPECT_TRUE(conn.is_open()) << name;
+  }
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.use(longest);
+    EXPECT_EQ(co_await conn.watch("a-b+c/d;e.f$g_h(i)"), 2u);
+  });
+  EXPECT_EQ(peer.mismatch(), "");
+  EXPECT_EQ(peer.received(), "use " + longest + "\r\nwatch a-b+c/d;e.f$g_h(i)\r\n");
+}
+
+// Without a connection too: the name is checked first.
+TEST(BeanstalkConnection, ABadTubeNameFailsBeforeAnythingElse) {
+  asio::io_context io;
+  connection conn(io.get_executor());
+  EXPECT_EQ(error_of(io, [&]() -> asio::awaitable<void> { co_await conn.use("-bad"); }), errc::bad_tube_name);
 }
 
 } // namespace

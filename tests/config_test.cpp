@@ -25,7 +25,7 @@ using bs_router::load_config;
 using bs_router::parse_config;
 using json = nlohmann::json;
 
-// The sample of SPEC.md, byte for byte.
+// The sample config of README.md (*Config*), byte for byte.
 const char* const spec_sample = R"({
   "cbsdenv": "/pool1",
   "cbsdcolor": false,

@@ -24,7 +24,6 @@
 
 namespace {
 
-using bs_router::describe_argv;
 using bs_router::job_files;
 using std::chrono::system_clock;
 
@@ -350,24 +349,6 @@ TEST(JobFiles, PruneOfAMissingLogdirThrows) {
   std::system(("rm -rf '" + dir.path() + "/logs'").c_str());
   EXPECT_THROW(files.prune(), std::system_error);
 }
-
-TEST(DescribeArgv, PlainWordsStayBare) {
-  EXPECT_EQ(describe_argv({"/usr/local/bin/cbsd", "jcreate", "jname=jail1", "ip4_addr=10.0.0.2/24,DHCP"}),
-            "/usr/local/bin/cbsd jcreate jname=jail1 ip4_addr=10.0.0.2/24,DHCP");
-}
-
-TEST(DescribeArgv, SpecialsAreSingleQuoted) {
-  EXPECT_EQ(describe_argv({"cbsd", "jcreate", "comment=two words", "x=\"; reboot; \"", "it's", "$(id)", ""}),
-            "cbsd jcreate 'comment=two words' 'x=\"; reboot; \"' 'it'\\''s' '$(id)' ''");
-}
-
-TEST(DescribeArgv, ControlBytesStayOnOneLine) {
-  std::string line = describe_argv({"cbsd", "x=a\nb", "t=\t'\\", "u=\xd0\x9f"});
-  EXPECT_EQ(line, "cbsd $'x=a\\nb' $'t=\\t\\'\\\\' $'u=\\xd0\\x9f'");
-  EXPECT_EQ(line.find('\n'), std::string::npos);
-}
-
-TEST(DescribeArgv, Empty) { EXPECT_EQ(describe_argv({}), ""); }
 
 // What root writes for a job goes into files it created itself: a link
 // planted under a job's name (to a file root must not touch), a hard link,

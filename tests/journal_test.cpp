@@ -1,14 +1,20 @@
 #include "bs_router/journal.hpp"
+#include "bs_router/journal_files.hpp"
 #include "bs_router/safe_files.hpp"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <cstdio>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 
+#include <cerrno>
+#include <system_error>
+
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -481,6 +487,205 @@ TEST_F(JournalTest, BrokerIdsThatAreNotNumbersAreKept) {
   EXPECT_EQ(entries[0].reply_to, "replies.x");
   EXPECT_EQ(entries[0].result->job_id, "job-3:a.b");
   EXPECT_FALSE(entries[0].result->numeric_id);
+}
+
+
+// The journal's file operations, each made to fail as a disk does when a
+// test says so; otherwise the POSIX calls.
+class failing_files : public journal_files {
+ public:
+  int write_errno = EIO;
+  int failing_writes = 0;     // the next so many writes fail...
+  bool write_half_first = false; // ...each after writing half of its bytes
+  int failing_fdatasyncs = 0;
+  bool drop_pages_on_failed_fdatasync = false; // as a kernel may: the file loses what was unsynced
+  int failing_renames = 0;
+  int failing_creates = 0;
+  int fdatasyncs = 0;          // calls, failed or not
+  int renames = 0;
+
+  ssize_t pwrite(int fd, const void* data, std::size_t size, off_t offset) override {
+    if (failing_writes > 0) {
+      --failing_writes;
+      if (write_half_first && size > 1) (void)!posix_journal_files().pwrite(fd, data, size / 2, offset);
+      errno = write_errno;
+      return -1;
+    }
+    return posix_journal_files().pwrite(fd, data, size, offset);
+  }
+  int fdatasync(int fd) override {
+    ++fdatasyncs;
+    if (failing_fdatasyncs > 0) {
+      --failing_fdatasyncs;
+      if (drop_pages_on_failed_fdatasync) (void)!::ftruncate(fd, synced_size);
+      errno = EIO;
+      return -1;
+    }
+    const int result = posix_journal_files().fdatasync(fd);
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) synced_size = st.st_size;
+    return result;
+  }
+  int fsync(int fd) override { return posix_journal_files().fsync(fd); }
+  int renameat(int from_dir, const char* from, int to_dir, const char* to) override {
+    ++renames;
+    if (failing_renames > 0) {
+      --failing_renames;
+      errno = EIO;
+      return -1;
+    }
+    const int result = posix_journal_files().renameat(from_dir, from, to_dir, to);
+    if (result == 0) synced_size = 0; // a new file; its size is known after the next sync
+    return result;
+  }
+  int create_new_file(const directory& dir, const std::string& name, int flags, mode_t mode) override {
+    if (failing_creates > 0) {
+      --failing_creates;
+      throw std::system_error(ENOSPC, std::generic_category(), "open " + dir.path_of(name));
+    }
+    return posix_journal_files().create_new_file(dir, name, flags, mode);
+  }
+
+ private:
+  off_t synced_size = 0;
+};
+
+std::string file_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::uint64_t> ids_in(const fs::path& dir) {
+  std::vector<std::uint64_t> ids;
+  for (const journal_entry& e : journal::inspect(dir.string())) ids.push_back(e.key);
+  return ids;
+}
+
+int error_of_call(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const std::system_error& e) {
+    return e.code().value();
+  }
+  return 0;
+}
+
+// Journal write fails when a job is taken (read-only, an I/O error, a disk
+// full with the jobs in flight): save throws and nothing is appended, not
+// even part of the line; once the disk works again the journal goes on.
+TEST_F(JournalTest, AWriteThatFailsAgainAfterTheCompactionAppendsNothing) {
+  failing_files files;
+  journal j(dir.string(), files);
+  j.load();
+  j.save(entry(1, journal_state::running, "one"));
+  j.sync();
+  const std::string before = file_text(dir / "jobs.journal");
+
+  files.failing_writes = 1000;
+  files.write_half_first = true;
+  EXPECT_EQ(error_of_call([&] { j.save(entry(2, journal_state::accepted, "two")); }), EIO);
+  EXPECT_EQ(j.size(), 1u);
+  EXPECT_EQ(file_text(dir / "jobs.journal"), before);
+  EXPECT_FALSE(fs::exists(dir / "jobs.journal.tmp"));
+
+  files.failing_writes = 0;
+  const std::uint64_t saved = j.save(entry(3, journal_state::accepted, "three"));
+  j.sync();
+  EXPECT_TRUE(j.synced(saved));
+  EXPECT_EQ(ids_in(dir), (std::vector<std::uint64_t>{1, 3}));
+}
+
+// The journal's fdatasync fails: sync throws, and the append is not taken
+// for durable. The kernel may have dropped the pages it could not write, so
+// the next sync writes the whole journal anew from memory (a rename) and
+// never trusts a later fdatasync.
+TEST_F(JournalTest, AFailedFdatasyncMakesTheNextSyncRewriteTheJournalFromMemory) {
+  failing_files files;
+  journal j(dir.string(), files);
+  j.load();
+  j.save(entry(1, journal_state::running, "one"));
+  j.sync();
+  const std::uint64_t saved = j.save(entry(2, journal_state::running, "two"));
+  files.failing_fdatasyncs = 1;
+  files.drop_pages_on_failed_fdatasync = true;
+  EXPECT_EQ(error_of_call([&] { j.sync(); }), EIO);
+  EXPECT_FALSE(j.synced(saved));
+  EXPECT_EQ(ids_in(dir), (std::vector<std::uint64_t>{1})); // entry 2 lost with the pages
+
+  const int fdatasyncs = files.fdatasyncs;
+  const int renames = files.renames;
+  ASSERT_NO_THROW(j.sync());
+  EXPECT_TRUE(j.synced(saved));
+  EXPECT_EQ(files.fdatasyncs, fdatasyncs);
+  EXPECT_EQ(files.renames, renames + 1);
+  EXPECT_EQ(ids_in(dir), (std::vector<std::uint64_t>{1, 2}));
+
+  // Written anew, the file is trusted again: the next sync is an fdatasync.
+  j.save(entry(3, journal_state::running, "three"));
+  j.sync();
+  EXPECT_EQ(files.fdatasyncs, fdatasyncs + 1);
+  EXPECT_EQ(files.renames, renames + 1);
+}
+
+// A compaction that cannot be made (the disk full while the new file is
+// created or written, a rename that fails) keeps the journal it was to
+// replace, leaves no jobs.journal.tmp taking room, and throws; the next
+// sync tries it again.
+TEST_F(JournalTest, ARewriteThatFailsKeepsTheOldJournalAndLeavesNoTemporary) {
+  for (const std::string failing : {"create", "write", "rename"}) {
+    SCOPED_TRACE(failing);
+    fs::remove_all(dir);
+    failing_files files;
+    journal j(dir.string(), files);
+    j.load();
+    j.save(entry(1, journal_state::running, "one"));
+    j.sync();
+    const std::uint64_t saved = j.save(entry(2, journal_state::running, "two"));
+    files.failing_fdatasyncs = 1; // the next sync is a rewrite
+    EXPECT_EQ(error_of_call([&] { j.sync(); }), EIO);
+    const std::string before = file_text(dir / "jobs.journal");
+
+    files.write_errno = ENOSPC;
+    files.write_half_first = true;
+    if (failing == "create") files.failing_creates = 1;
+    if (failing == "write") files.failing_writes = 1;
+    if (failing == "rename") files.failing_renames = 1;
+    EXPECT_NE(error_of_call([&] { j.sync(); }), 0);
+    EXPECT_FALSE(j.synced(saved));
+    EXPECT_EQ(file_text(dir / "jobs.journal"), before);
+    EXPECT_FALSE(fs::exists(dir / "jobs.journal.tmp"));
+
+    ASSERT_NO_THROW(j.sync());
+    EXPECT_TRUE(j.synced(saved));
+    EXPECT_EQ(ids_in(dir), (std::vector<std::uint64_t>{1, 2}));
+  }
+}
+
+// An append that fails once (a full disk, an I/O error) compacts the file
+// and is written once more: the entry is saved, and the partial line the
+// failed write left is gone.
+TEST_F(JournalTest, AnAppendThatFailsOnceIsWrittenAgainAfterACompaction) {
+  failing_files files;
+  journal j(dir.string(), files);
+  j.load();
+  j.save(entry(1, journal_state::running, "one"));
+  j.remove(1);
+  j.save(entry(2, journal_state::running, "two"));
+  j.sync();
+  files.failing_writes = 1;
+  files.write_half_first = true;
+  const int renames = files.renames;
+  const std::uint64_t saved = j.save(entry(3, journal_state::running, "three"));
+  EXPECT_EQ(files.renames, renames + 1);
+  j.sync();
+  EXPECT_TRUE(j.synced(saved));
+  EXPECT_EQ(ids_in(dir), (std::vector<std::uint64_t>{2, 3}));
+  std::vector<std::string> problems;
+  journal again(dir.string());
+  EXPECT_EQ(again.load(&problems).size(), 2u);
+  EXPECT_TRUE(problems.empty()) << problems.front();
 }
 
 } // namespace

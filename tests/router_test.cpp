@@ -74,7 +74,9 @@ TEST_F(RouterTest, RunsCbsdWithArgvEnvironmentAndWorkdirAndReplies) {
                                   {"NOCOLOR", "1"}}));
   EXPECT_EQ(runs[0]["cwd"], workdir);
 
-  // The look-ups, as SPEC.md words them.
+  // The look-ups through cbsd (this pool has no CBSD databases): Guid from
+  // `<get> jname=J mode=quiet vm_zfs_guid`, DskGuid from
+  // `bhyve-dsk mode=get jname=J dsk_path=dsk1 dsk_zfs_guid`.
   auto guid = pool.runs_of("bget");
   ASSERT_EQ(guid.size(), 1u);
   EXPECT_EQ(guid[0]["argv"], json::array({FAKE_CBSD_PATH, "bget", "jname=jail1", "mode=quiet", "vm_zfs_guid"}));

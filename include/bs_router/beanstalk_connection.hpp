@@ -14,6 +14,11 @@
 // (errc::unrequested_response): a peer that sends lines nobody asked for
 // would otherwise answer the next commands before they are sent.
 //
+// A tube name beanstalkd does not allow (1 to 200 bytes of letters, digits
+// and -+/;.$_(), not starting with '-') fails use, watch, ignore and
+// stats_tube with errc::bad_tube_name before anything is sent; the
+// connection stays open.
+//
 // A few operations are pipelined: several requests go out in one write and
 // their answers are read back in order, one round trip for all of them.
 

@@ -26,7 +26,7 @@ enum class errc {
   unexpected_response, // a valid response, but not one this command can get
   unrequested_response, // bytes beyond the answers to the commands sent
   timed_out,       // the deadline of an operation passed (dead or silent broker)
-  bad_tube_name,
+  bad_tube_name,   // a tube name beanstalkd refuses: use, watch, ignore, stats-tube sent nothing
 };
 
 const boost::system::error_category& error_category() noexcept;

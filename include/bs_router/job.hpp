@@ -46,7 +46,7 @@ struct decode_result {
   std::string error;              // otherwise: what was wrong, for the reply's Message
 };
 
-// Rules (SPEC.md): the body is a JSON object with a string "Command" that is a
+// Rules (README.md, *Job and reply*): the body is a JSON object with a string "Command" that is a
 // plain name; optional "CommandArgs" is an object of plain-name keys whose
 // values are strings (as they are), numbers (exactly as written, in plain
 // decimal: see render_number), booleans (1/0). null, arrays and objects are

@@ -113,7 +113,4 @@ class capped_output {
   std::string error_;
 };
 
-// Shell-like display of an argv for logs and .cmd files (never executed).
-std::string describe_argv(const std::vector<std::string>& argv);
-
 } // namespace bs_router

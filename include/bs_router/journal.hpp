@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bs_router/journal_files.hpp"
 #include "bs_router/reply.hpp"
 #include "bs_router/safe_files.hpp"
 
@@ -58,11 +59,12 @@ class journal {
   // Creates dir (mode 0700) if needed and holds it open; throws
   // std::system_error, or unsafe_path_error when it is not a directory of
   // the router's user that nobody else can write in. Opens no file yet:
-  // load() or the first save() does.
-  explicit journal(std::string dir);
+  // load() or the first save() does. `files` makes the writes, syncs,
+  // renames and creations (journal_files.hpp), and must outlive the journal.
+  explicit journal(std::string dir, journal_files& files = posix_journal_files());
   // A directory opened already (open_state_directory): every file of the
   // journal is opened relative to it.
-  explicit journal(directory dir);
+  explicit journal(directory dir, journal_files& files = posix_journal_files());
   // Syncs what was appended since the last sync (errors are ignored).
   ~journal();
   journal(const journal&) = delete;
@@ -115,6 +117,7 @@ class journal {
   void rewrite();
 
   directory dir_;
+  journal_files* files_;
   std::string log_path_; // <dir>/jobs.journal
   int fd_ = -1;
   std::uint64_t size_ = 0;          // bytes in the log file
