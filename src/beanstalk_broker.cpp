@@ -27,9 +27,10 @@ constexpr auto reserve_backoff_first = 100ms;
 constexpr auto reserve_backoff_most = 1s;
 // How long a connection may take to open.
 constexpr auto connect_deadline = 10s;
-// A command's answer may take this much longer than reconnect_timeout (a
-// broker busy with its binlog) before the connection counts as dead.
-constexpr auto answer_slack = 5s;
+// How long beanstalkd may take to answer a command (a reserve: its timeout
+// and this) before the connection counts as dead: a broker busy with its
+// binlog answers in milliseconds; one silent this long is gone.
+constexpr auto answer_deadline = 10s;
 // A job whose id is reused while the earlier job of that id is still served
 // comes back after this long (by then the earlier one may be done).
 constexpr std::uint32_t reused_id_delay_seconds = 5;
@@ -105,7 +106,7 @@ void beanstalk_broker::stop() noexcept {
 }
 
 awaitable<void> beanstalk_broker::connect(beanstalk::connection& conn) {
-  conn.set_command_deadline(std::chrono::seconds(cfg_.reconnect_timeout) + answer_slack);
+  conn.set_command_deadline(answer_deadline);
   co_await op("connect", conn.connect(cfg_.host, cfg_.port, connect_deadline));
   beanstalk::stats_map stats = co_await op("stats", conn.stats());
   // Whatever the broker claims, the reply stays within our own bound.

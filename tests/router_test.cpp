@@ -354,6 +354,32 @@ TEST(RouterScriptedBroker, ClosesAConnectionThatSendsLinesNobodyAskedFor) {
   EXPECT_TRUE(pool.router_running());
 }
 
+// A bury answered NOT_FOUND (the job's TTR ran out before the bury came) is
+// not a broken connection: the job is settled on the same connection (the
+// broker has it ready again, so the entry is dropped and nothing runs), and
+// the router neither reconnects nor pauses.
+TEST(RouterScriptedBroker, ABuryAnsweredNotFoundIsSettledWithoutAReconnect) {
+  beanstalkd_server unused;
+  scripted_broker::options opts;
+  opts.job_body = R"({"Command":"jls"})";
+  opts.bury_not_found = true;
+  scripted_broker broker(opts);
+  test_pool pool(unused, json{{"beanstalkd", {{"uri", broker.uri()}}}});
+  pool.start_router();
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("the journal entry is dropped") != std::string::npos; }))
+      << pool.log_text();
+  // The worker goes on reserving on its first connection.
+  const std::size_t reserves = broker.count("reserve-with-timeout");
+  ASSERT_TRUE(wait_until([&] { return broker.count("reserve-with-timeout") > reserves; })) << pool.log_text();
+  std::set<std::size_t> reserving;
+  for (const auto& c : broker.commands())
+    if (c.word == "reserve-with-timeout") reserving.insert(c.connection);
+  EXPECT_EQ(reserving.size(), 1u) << pool.log_text();
+  EXPECT_EQ(pool.log_text().find("reconnecting"), std::string::npos) << pool.log_text();
+  EXPECT_EQ(broker.count("put"), 0u); // nothing ran, nothing to answer
+  EXPECT_EQ(pool.stop_router(), 0);
+}
+
 // A broker that takes a gigabyte per job does not make the router hold one:
 // replies, progress ones too, stay within max_reply_bytes.
 TEST(RouterHugeBroker, RepliesStayWithinMaxReplyBytes) {

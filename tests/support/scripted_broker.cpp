@@ -159,10 +159,12 @@ void scripted_broker::answer(client& c, const std::string& line) {
     }
     for (std::size_t i = 0; i < options_.unrequested_lines; ++i) out += "TIMED_OUT\r\n";
   } else if (word == "bury") {
-    out = "BURIED\r\n";
+    job_given_back_ = options_.bury_not_found;
+    out = options_.bury_not_found ? "NOT_FOUND\r\n" : "BURIED\r\n";
   } else if (word == "stats-job" && job_handed_out_ && number_field(line, 1) == job_id) {
     const auto age = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - handed_out_at_);
-    out = ok_yaml("---\nid: 1\nstate: buried\npri: 0\nage: " + std::to_string(age.count()) + "\n");
+    out = ok_yaml(std::string("---\nid: 1\nstate: ") + (job_given_back_ ? "ready" : "buried") +
+                  "\npri: 0\nage: " + std::to_string(age.count()) + "\n");
   } else if (word == "peek" && job_handed_out_ && number_field(line, 1) == job_id) {
     out = "FOUND " + std::to_string(job_id) + " " + std::to_string(body.size()) + "\r\n" + body + "\r\n";
   } else if (word == "put") {

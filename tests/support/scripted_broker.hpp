@@ -19,6 +19,9 @@ class scripted_broker {
   struct options {
     std::string job_body;              // non-empty: the first reserve gets this job, id 1
     std::size_t unrequested_lines = 0; // "TIMED_OUT" lines sent after each answer to a reserve
+    // The bury of the job is answered NOT_FOUND, and the job is ready in
+    // stats-job from then on: its TTR ran out before the bury came.
+    bool bury_not_found = false;
   };
   struct command {
     std::size_t connection = 0; // 1 for the first connection accepted, and so on
@@ -49,6 +52,7 @@ class scripted_broker {
   int wake_pipe_[2] = {-1, -1};
   std::uint16_t port_ = 0;
   bool job_handed_out_ = false;
+  bool job_given_back_ = false; // bury_not_found: the bury came, the job is ready
   std::chrono::steady_clock::time_point handed_out_at_;
   mutable std::mutex mutex_;
   std::vector<command> commands_;
