@@ -260,6 +260,14 @@ void rabbitmq_node::start() {
 
 void rabbitmq_node::kill() { kill_and_reap(pid_); }
 
+void rabbitmq_node::suspend() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
+void rabbitmq_node::resume() {
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
+}
+
 void rabbitmq_node::restart() {
   kill();
   start();

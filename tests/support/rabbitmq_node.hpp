@@ -66,6 +66,8 @@ class rabbitmq_node {
   void wait_ready();
   void kill();    // SIGKILL + waitpid: a crash
   void restart(); // kill() and start() again on the same ports and database
+  void suspend(); // SIGSTOP: connections stay open, nothing answers
+  void resume();  // SIGCONT
 
   const std::string& name() const { return options_.name; }
   std::uint16_t amqp_port() const { return amqp_port_; }
