@@ -25,7 +25,7 @@ namespace {
 // A quiet machine boots a node in 7-10 s, a loaded one in up to 26 s; a
 // cluster member joining waits for its peers too. Only a hang reaches this.
 constexpr std::chrono::seconds ready_limit{180};
-constexpr const char* epmd_executable = "/usr/bin/epmd";
+constexpr const char* epmd_executable = EPMD_PATH;
 
 std::filesystem::path make_temp_dir(const std::string& prefix) {
   std::string templ = (std::filesystem::temp_directory_path() / (prefix + ".XXXXXX")).string();

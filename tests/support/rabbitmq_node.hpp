@@ -40,7 +40,8 @@ class epmd_daemon {
 
 class rabbitmq_node {
  public:
-  static constexpr const char* executable = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+  // Found by CMake (Debian: /usr/lib/rabbitmq/bin/rabbitmq-server).
+  static constexpr const char* executable = RABBITMQ_SERVER_PATH;
 
   struct options {
     std::string name;                // node name ("n1@localhost"); empty: made up
