@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
     // loop; nothing is created.
     try {
       bs_router::open_existing_private_directory(cfg.statedir);
-      bs_router::open_existing_private_directory(cfg.beanstalkd.logdir);
+      bs_router::open_existing_private_directory(cfg.logdir());
     } catch (const std::exception& ex) {
       std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
       return exit_failure;
@@ -74,6 +74,13 @@ int main(int argc, char** argv) {
       return exit_failure;
     }
     return 0;
+  }
+
+  if (cfg.uses_rabbitmq()) {
+    // The config is checked above; the router's loop serves beanstalkd only
+    // until it takes its jobs through broker.hpp (rabbitmq_broker.hpp).
+    std::cerr << "bs_router: " << cfg.source << ": broker: rabbitmq is not served by this build yet\n";
+    return exit_config;
   }
 
   // Before the log is opened: a second router must not write into the
