@@ -694,10 +694,12 @@ boost::asio::awaitable<void> amqp_connection::declare_job_queue(const std::strin
 boost::asio::awaitable<void> amqp_connection::declare_reply_queue(const std::string& queue) {
   std::string op = "queue.declare " + loggable(queue, max_queue_name);
   work_fn<none> work = returning<none>([queue](state& t) {
-    amqp_table_entry_t args[1] = {entry("x-expires")};
-    args[0].value.kind = AMQP_FIELD_KIND_I32;
-    args[0].value.value.i32 = reply_queue_expires_ms;
-    declare(t, queue, amqp_table_t{1, args});
+    amqp_table_entry_t args[2] = {entry("x-queue-type"), entry("x-expires")};
+    args[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[0].value.value.bytes = amqp_cstring_bytes("quorum");
+    args[1].value.kind = AMQP_FIELD_KIND_I32;
+    args[1].value.value.i32 = reply_queue_expires_ms;
+    declare(t, queue, amqp_table_t{2, args});
     return none{};
   });
   co_await call<none>(state_, std::move(op), settings_.operation_timeout, std::move(work));

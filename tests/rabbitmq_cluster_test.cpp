@@ -3,15 +3,23 @@
 // cluster. Its own executable, so that the run's shared node is not up
 // beside it.
 
+#include "bs_router/amqp_connection.hpp"
+#include "bs_router/broker.hpp"
+
 #include "support/amqp_test_client.hpp"
 #include "support/rabbitmq_node.hpp"
 #include "support/wait.hpp"
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
 #include <cerrno>
 #include <csignal>
+#include <functional>
 #include <iostream>
+#include <optional>
 
 namespace bs_router::testing {
 namespace {
@@ -85,3 +93,102 @@ TEST(RabbitmqCluster, FormsSurvivesKillOfOneAndRestartsIt) {
 
 } // namespace
 } // namespace bs_router::testing
+
+namespace bs_router {
+namespace {
+
+using testing::publish_until_confirmed;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
+  std::exception_ptr failure;
+  bool finished = false;
+  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
+    failure = ep;
+    finished = true;
+  });
+  io.restart();
+  io.run_for(180s);
+  ASSERT_TRUE(finished) << "coroutine did not finish";
+  if (failure) std::rethrow_exception(failure);
+}
+
+// The router's connection to the node that holds the queue's leader dies
+// with it; the next open() finds another node, where the unacknowledged job
+// comes again and a reply is confirmed.
+TEST(RabbitmqCluster, AmqpConnectionGoesOnThroughAnotherNodeWhenItsNodeIsKilled) {
+  testing::rabbitmq_cluster cluster;
+  amqp_settings settings;
+  for (const std::string& text : cluster.uris()) {
+    std::string problem;
+    settings.uris.push_back(*parse_amqp_uri(text, problem));
+  }
+  settings.operation_timeout = 10s;
+  settings.publish_timeout = 10s;
+  asio::io_context io;
+  amqp_connection conn(io.get_executor(), settings);
+  const std::string queue = testing::unique_name("failover");
+  const std::string replies = testing::unique_name("failover_replies");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.open();
+    EXPECT_EQ(conn.peer(), settings.uris[0].redacted());
+    co_await conn.declare_job_queue(queue); // its leader on the first node
+    co_await conn.declare_reply_queue(replies);
+  });
+  auto client = std::make_unique<testing::amqp_test_client>(cluster.node(1).amqp_port());
+  publish_until_confirmed(client, cluster.node(1).amqp_port(), queue, "{}", "job-f");
+  std::error_code dropped;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.consume(queue);
+    auto d = co_await conn.next(60s);
+    EXPECT_TRUE(d);
+    cluster.node(0).kill(); // before the ack
+    try {
+      co_await conn.next(100s);
+      ADD_FAILURE() << "next() returned on a connection whose node was killed";
+    } catch (const broker_error& e) {
+      dropped = e.code();
+    }
+  });
+  EXPECT_EQ(dropped, make_error_code(amqp_errc::connection_failed));
+  // As the router does: open again (the first URI refuses now), and again
+  // after a failure while the queue elects a new leader.
+  std::optional<amqp_delivery> again;
+  int opens = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    for (; !again && opens < 20; ++opens) {
+      try {
+        co_await conn.open();
+        co_await conn.consume(queue);
+        again = co_await conn.next(30s);
+      } catch (const broker_error& e) {
+        std::cout << "open " << opens << ": " << e.what() << std::endl;
+      }
+    }
+    EXPECT_TRUE(again);
+    if (!again) co_return;
+    EXPECT_NE(conn.peer(), settings.uris[0].redacted());
+    EXPECT_EQ(again->message_id, "job-f");
+    EXPECT_TRUE(again->redelivered);
+    co_await conn.ack(again->delivery_tag);
+    bool confirmed = false;
+    for (int tries = 0; !confirmed && tries < 20; ++tries) {
+      try {
+        if (!conn.is_open()) co_await conn.open();
+        co_await conn.publish(replies, "{}", "job-f", "job-f");
+        confirmed = true;
+      } catch (const broker_error& e) {
+        std::cout << "publish " << tries << ": " << e.what() << std::endl;
+      }
+    }
+    EXPECT_TRUE(confirmed);
+  });
+  std::cout << "failed over after " << opens << " opens" << std::endl;
+  const auto reply = client->wait_get(replies);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->correlation_id, "job-f");
+}
+
+} // namespace
+} // namespace bs_router

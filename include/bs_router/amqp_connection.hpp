@@ -99,8 +99,10 @@ class amqp_connection {
   // Counts the opens that succeeded: tells one connection from the next.
   std::uint64_t generation() const noexcept { return generation_; }
 
-  // queue.declare, durable: the pool's queue (x-queue-type quorum,
-  // x-single-active-consumer) or a reply queue (x-expires one day).
+  // queue.declare, durable, x-queue-type quorum: the pool's queue
+  // (x-single-active-consumer) or a reply queue (x-expires one day). Reply
+  // queues are quorum queues too: a classic queue lives on one node, and
+  // while that node is down every reply to it is returned (NO_ROUTE).
   boost::asio::awaitable<void> declare_job_queue(const std::string& queue);
   boost::asio::awaitable<void> declare_reply_queue(const std::string& queue);
   // basic.qos prefetch-count (per consumer, for the next basic.consume).

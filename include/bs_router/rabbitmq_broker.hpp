@@ -14,8 +14,9 @@
 //   postpone     basic.nack with requeue
 //   discard      basic.ack
 //   reply        to reply_to when the job names one, else to
-//                <reply_queue_prefix><message_id> (declared durable, deleted
-//                by the broker after a day unused); persistent,
+//                <reply_queue_prefix><message_id> (declared a durable
+//                quorum queue, deleted by the broker after a day unused,
+//                so that it outlives the loss of any one node); persistent,
 //                correlation_id = message id, mandatory, confirmed
 //
 // Prefetch: RabbitMQ 3.10 applies basic.qos to the consumers started after
