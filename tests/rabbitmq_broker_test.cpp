@@ -121,6 +121,34 @@ TEST(RabbitmqJobSource, TakesAJobByItsMessageIdAndHoldsItByAck) {
   });
 }
 
+TEST(RabbitmqJobSource, AHoldOnALostConnectionIsNotKnownAndTheJobComesAgain) {
+  asio::io_context io;
+  const config cfg = pool_config();
+  rabbitmq_job_source source(io.get_executor(), cfg);
+  amqp_test_client client(shared_rabbitmq_node().amqp_port());
+  std::optional<broker_job> job;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await source.open();
+    client.publish(cfg.rabbitmq.queue, "{}", "77");
+    job = co_await source.next(30s);
+  });
+  ASSERT_TRUE(job);
+  source.close(); // the connection is gone before the hold
+  run(io, [&]() -> asio::awaitable<void> {
+    const std::vector<const broker_job*> jobs{&*job};
+    const std::vector<bool> held = co_await source.hold(jobs);
+    EXPECT_EQ(held, std::vector<bool>{false});
+    EXPECT_EQ(co_await source.settle(entry_for("77", "{}")), broker_standing::held);
+    co_await source.open();
+    auto again = co_await source.next(30s);
+    EXPECT_TRUE(again);
+    if (!again) co_return;
+    EXPECT_EQ(again->id, "77");
+    EXPECT_TRUE(co_await source.same_job(entry_for("77", "{}"), *again));
+    co_await source.hold_again(*again);
+  });
+}
+
 TEST(RabbitmqJobSource, MessagesWithoutAUsableIdAreNotJobs) {
   asio::io_context io;
   const config cfg = pool_config(1024);
