@@ -3,8 +3,8 @@
 # any is missing. On FreeBSD the same come from pkg (see README.md).
 set -eu
 
-packages="cmake make g++ libboost-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libsqlite3-dev \
-libssl-dev libgtest-dev beanstalkd clang libclang-rt-14-dev shellcheck mandoc"
+packages="cmake make g++ libboost-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libsqlite3-dev librabbitmq-dev \
+libssl-dev libgtest-dev beanstalkd rabbitmq-server clang libclang-rt-14-dev shellcheck mandoc"
 
 missing=""
 for p in $packages; do

@@ -2,11 +2,28 @@
 #include "bs_router/beanstalk_broker.hpp"
 #include "bs_router/broker.hpp"
 #include "bs_router/config.hpp"
+#include "bs_router/rabbitmq_broker.hpp"
 
 namespace bs_router {
 
 broker_roles make_broker(boost::asio::any_io_executor executor, const config& cfg, metrics& counters,
                          std::shared_ptr<spdlog::logger> log) {
+  if (cfg.uses_rabbitmq()) {
+    // One AMQP connection per role: a reply waiting for its confirm never
+    // holds up the deliveries, nor they the replies.
+    struct rabbitmq_roles {
+      rabbitmq_roles(boost::asio::any_io_executor executor, const config& cfg)
+          : source(executor, cfg), sink(executor, cfg) {}
+      rabbitmq_job_source source;
+      rabbitmq_reply_sink sink;
+    };
+    auto rabbitmq = std::make_shared<rabbitmq_roles>(std::move(executor), cfg);
+    broker_roles roles;
+    roles.source = &rabbitmq->source;
+    roles.sink = &rabbitmq->sink;
+    roles.owner = std::move(rabbitmq);
+    return roles;
+  }
   auto beanstalk = std::make_shared<beanstalk_broker>(std::move(executor), cfg, counters, std::move(log));
   broker_roles roles;
   roles.source = &beanstalk->source();

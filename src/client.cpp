@@ -269,6 +269,11 @@ int run_client(const client_options& options, std::ostream& out, std::ostream& e
     err << "bs_router-client: " << ex.what() << "\n";
     return client_exit::config;
   }
+  if (cfg.uses_rabbitmq()) {
+    // The AMQP client (rabbitmq_broker.hpp) is not wired into this program yet.
+    err << "bs_router-client: " << cfg.source << ": broker: rabbitmq is not served by this build yet\n";
+    return client_exit::config;
+  }
   client_options opts = options;
   if (opts.body.empty()) {
     try {

@@ -122,7 +122,7 @@ parsed_command_line<router_options> parse_router_command_line(int argc, const ch
       ->type_name("DIR")
       ->take_last();
   app.add_option("--broker", options.broker,
-                 "Broker, used when the config file has no broker; only beanstalkd (also -broker NAME)")
+                 "Broker, used when the config file has no broker: beanstalkd or rabbitmq (also -broker NAME)")
       ->type_name("NAME")
       ->take_last();
   app.add_flag("--check", options.check_only, "Check the config file and the CBSD workdir, then exit");

@@ -287,6 +287,52 @@ void read_beanstalkd(config_object& object, beanstalkd_config& out) {
 
 bool is_absolute_path(const std::string& path) { return !path.empty() && path.front() == '/'; }
 
+void read_queue_name(config_object& object, const std::string& name, std::string& out, std::size_t max) {
+  out = object.required_string(name);
+  std::string problem = queue_name_problem(out);
+  if (problem.empty() && out.size() > max)
+    problem = "longer than " + std::to_string(max) + " bytes: no room left for a message id of " +
+              std::to_string(max_message_id_chars) + " in a " + std::to_string(max_queue_name) + "-byte queue name";
+  if (!problem.empty()) object.fail(name, "\"" + out + "\" is not a queue name: " + problem);
+}
+
+// The "rabbitmq" section (see rabbitmq_config.hpp).
+void read_rabbitmq(config_object& object, rabbitmq_config& out) {
+  const json* list = object.find("uris");
+  const json* single = object.find("uri");
+  if (list && single) object.fail("uri", "give either uris or uri, not both");
+  std::vector<std::pair<std::string, std::string>> texts; // key path, URI
+  if (list) {
+    if (!list->is_array() || list->empty())
+      object.fail("uris", std::string("expected a non-empty array of AMQP URIs, got ") +
+                              (list->is_array() ? "an empty array" : list->type_name()));
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      const std::string where = "uris[" + std::to_string(i) + "]";
+      if (!(*list)[i].is_string()) object.fail(where, std::string("expected a string, got ") + (*list)[i].type_name());
+      texts.emplace_back(where, (*list)[i].get<std::string>());
+    }
+  } else {
+    texts.emplace_back("uri", object.required_string("uri"));
+  }
+  for (const auto& [where, text] : texts) {
+    std::string problem;
+    auto uri = parse_amqp_uri(text, problem);
+    // The URI may hold a password: the message names its place, not its text.
+    if (!uri) object.fail(where, problem);
+    out.uris.push_back(*uri);
+  }
+  read_queue_name(object, "queue", out.queue, max_queue_name);
+  read_queue_name(object, "reply_queue_prefix", out.reply_queue_prefix, max_reply_queue_prefix);
+  object.read_int("reconnect_timeout", out.reconnect_timeout, 1, max_timeout_seconds);
+  object.read_int("publish_timeout", out.publish_timeout, 1, max_timeout_seconds);
+  object.read_int("heartbeat", out.heartbeat, 0, 3600);
+  out.logdir = object.required_string("logdir");
+  if (auto file = object.optional_string("password_file")) {
+    if (!is_absolute_path(*file)) object.fail("password_file", "expected an absolute path, got \"" + *file + "\"");
+    out.password_file = *file;
+  }
+}
+
 // The bounds on what one job's output costs: memory (the reply) and disk.
 void read_output_bounds(config_object& object, config& cfg) {
   constexpr std::int64_t tebibyte = std::int64_t{1} << 40;
@@ -434,16 +480,29 @@ config parse_config(const std::string& json_text, const std::string& source, con
   cfg.cbsdenv = value_or_override(top, "cbsdenv", overrides.cbsdenv);
   if (auto color = top.optional_bool("cbsdcolor")) cfg.cbsdcolor = *color;
   cfg.broker = value_or_override(top, "broker", overrides.broker);
-  if (cfg.broker != "beanstalkd") top.fail("broker", "unknown broker \"" + cfg.broker + "\" (only beanstalkd)");
+  if (cfg.broker != "beanstalkd" && cfg.broker != "rabbitmq")
+    top.fail("broker", "unknown broker \"" + cfg.broker + "\" (beanstalkd or rabbitmq)");
   cfg.logfile = top.required_string("logfile");
 
-  auto beanstalkd = top.optional_object("beanstalkd");
-  if (!beanstalkd) top.fail("beanstalkd", "missing");
-  read_beanstalkd(*beanstalkd, cfg.beanstalkd);
+  // Only the chosen broker's section is read; the other one, if present,
+  // is left alone (a config may carry both while a pool moves).
+  const std::string section = cfg.broker;
+  auto broker = top.optional_object(section);
+  if (!broker) top.fail(section, "missing");
+  if (cfg.uses_rabbitmq()) {
+    read_rabbitmq(*broker, cfg.rabbitmq);
+    cfg.beanstalkd.logdir = cfg.rabbitmq.logdir;
+    cfg.beanstalkd.reconnect_timeout = cfg.rabbitmq.reconnect_timeout;
+    cfg.beanstalkd.publish_timeout = cfg.rabbitmq.publish_timeout;
+    top.find("beanstalkd"); // the other section is not unknown, only unused
+  } else {
+    read_beanstalkd(*broker, cfg.beanstalkd);
+    top.find("rabbitmq");
+  }
   read_new_keys(top, cfg);
 
   top.report_unknown_keys();
-  beanstalkd->report_unknown_keys();
+  broker->report_unknown_keys();
   return cfg;
 }
 
@@ -489,6 +548,16 @@ std::string read_config_file(const std::string& path) {
 
 } // namespace
 
+void load_rabbitmq_password(config& cfg) {
+  if (!cfg.uses_rabbitmq() || cfg.rabbitmq.password_file.empty()) return;
+  try {
+    const std::string password = load_password_file(cfg.rabbitmq.password_file);
+    for (amqp_uri& uri : cfg.rabbitmq.uris) uri.password = password;
+  } catch (const std::runtime_error& ex) {
+    throw config_error(cfg.source + ": rabbitmq.password_file: " + ex.what());
+  }
+}
+
 void load_job_keys(config& cfg, const std::string& only) {
   for (const auto& [id, file] : cfg.job_key_files) {
     if (!only.empty() && id != only) continue;
@@ -503,6 +572,7 @@ void load_job_keys(config& cfg, const std::string& only) {
 config load_config(const std::string& path, const config_overrides& overrides) {
   config cfg = parse_config(read_config_file(path), path, overrides);
   load_job_keys(cfg);
+  load_rabbitmq_password(cfg);
   return cfg;
 }
 
@@ -515,11 +585,14 @@ config load_client_config(const std::string& path) {
     const nlohmann::json stand_ins = {{"cbsdenv", "/"}, {"broker", "beanstalkd"}, {"logfile", "/dev/null"}};
     for (const auto& [key, value] : stand_ins.items())
       if (!doc.contains(key)) doc[key] = value;
-    if (doc.contains("beanstalkd") && doc["beanstalkd"].is_object() && !doc["beanstalkd"].contains("logdir"))
-      doc["beanstalkd"]["logdir"] = "/tmp";
+    for (const char* section : {"beanstalkd", "rabbitmq"})
+      if (doc.contains(section) && doc[section].is_object() && !doc[section].contains("logdir"))
+        doc[section]["logdir"] = "/tmp";
     text = doc.dump();
   }
-  return parse_config(text, path);
+  config cfg = parse_config(text, path);
+  load_rabbitmq_password(cfg);
+  return cfg;
 }
 
 void check_workspace(const config& cfg) {

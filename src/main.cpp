@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
     // loop; nothing is created.
     try {
       bs_router::open_existing_private_directory(cfg.statedir);
-      bs_router::open_existing_private_directory(cfg.beanstalkd.logdir);
+      bs_router::open_existing_private_directory(cfg.logdir());
     } catch (const std::exception& ex) {
       std::cerr << "bs_router: " << cfg.cbsdenv << ": " << ex.what() << "\n";
       return exit_failure;

@@ -76,7 +76,7 @@ awaitable<void> outbox::durable(job_ptr job) {
 awaitable<bool> outbox::put_final(const job_ptr& job) {
   if (!co_await sink_.wanted(job->entry, job->broker_life)) {
     log_->warn("{} is no longer in the broker; its reply is dropped (output kept in {})", describe_job(*job),
-               cfg_.beanstalkd.logdir);
+               cfg_.logdir());
     co_return false;
   }
   // The reply must be on disk before it is put. Waiting only now lets the
@@ -144,7 +144,7 @@ awaitable<void> outbox::put_progress(const job_ptr& job) {
 }
 
 awaitable<void> outbox::run() {
-  const auto retry_pause = std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout);
+  const auto retry_pause = std::chrono::seconds(cfg_.reconnect_seconds());
   for (;;) {
     if (!progress_.empty()) {
       // Progress first: a job's final reply is queued only after its last

@@ -48,7 +48,7 @@ router::router(asio::io_context& io, config cfg, std::shared_ptr<spdlog::logger>
     : io_(io),
       cfg_(std::move(cfg)),
       log_(std::move(log)),
-      files_(cfg_.beanstalkd.logdir, cfg_.joblog_max_age_days, cfg_.joblog_max_files, cfg_.joblog_max_bytes),
+      files_(cfg_.logdir(), cfg_.joblog_max_age_days, cfg_.joblog_max_files, cfg_.joblog_max_bytes),
       journal_(std::move(statedir)),
       broker_(make_broker(io.get_executor(), cfg_, metrics_, log_)),
       source_(*broker_.source),
@@ -202,7 +202,7 @@ awaitable<void> router::settle_jobs() {
 
 awaitable<void> router::worker_loop() {
   int failures = 0;
-  const auto retry_pause = std::chrono::seconds(cfg_.beanstalkd.reconnect_timeout);
+  const auto retry_pause = std::chrono::seconds(cfg_.reconnect_seconds());
   while (phase_ == phase::serving) {
     bool failed = false;
     try {
@@ -226,7 +226,7 @@ awaitable<void> router::worker_loop() {
       ++failures;
       metrics_.reconnect();
       log_->warn("serving {}: {}; reconnecting in {} s (attempt {})", source_.describe(), loggable(ex.what()),
-                 cfg_.beanstalkd.reconnect_timeout, failures);
+                 cfg_.reconnect_seconds(), failures);
       failed = true;
     }
     if (failed) co_await sleep_on(worker_sleep_, retry_pause);

@@ -307,12 +307,13 @@ TEST(Config, OtherTypeErrorsOfNewKeys) {
   EXPECT_EQ(error_of(document), "pool1.json: metrics_listen: expected a string, got number");
 }
 
-TEST(Config, OnlyBeanstalkdBroker) {
+TEST(Config, BrokerIsBeanstalkdOrRabbitmq) {
   json document = sample();
   document["broker"] = "kafka";
-  EXPECT_EQ(error_of(document), "pool1.json: broker: unknown broker \"kafka\" (only beanstalkd)");
+  EXPECT_EQ(error_of(document), "pool1.json: broker: unknown broker \"kafka\" (beanstalkd or rabbitmq)");
+  // rabbitmq needs its own section (see rabbitmq_config_test.cpp).
   document["broker"] = "rabbitmq";
-  EXPECT_EQ(error_of(document), "pool1.json: broker: unknown broker \"rabbitmq\" (only beanstalkd)");
+  EXPECT_EQ(error_of(document), "pool1.json: rabbitmq: missing");
 }
 
 TEST(Config, CommandLineFillsOnlyMissingOrEmptyValues) {
@@ -329,7 +330,7 @@ TEST(Config, CommandLineFillsOnlyMissingOrEmptyValues) {
   EXPECT_EQ(cfg.statedir, "/usr/jails/.bs_router");
 
   EXPECT_EQ(error_of(document, config_overrides{"/usr/jails", "kafka"}),
-            "pool1.json: broker: unknown broker \"kafka\" (only beanstalkd)");
+            "pool1.json: broker: unknown broker \"kafka\" (beanstalkd or rabbitmq)");
   EXPECT_EQ(error_of(document, config_overrides{"", "beanstalkd"}), "pool1.json: cbsdenv: missing");
   EXPECT_EQ(error_of(document, config_overrides{"/usr/jails", ""}), "pool1.json: broker: missing");
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bs_router/job_policy.hpp"
+#include "bs_router/rabbitmq_config.hpp"
 #include "bs_router/signature.hpp"
 
 namespace bs_router {
@@ -37,9 +38,17 @@ struct config {
   // compat keys
   std::string cbsdenv;
   bool cbsdcolor = false;
-  std::string broker; // must be "beanstalkd"
+  std::string broker; // "beanstalkd" or "rabbitmq"
   std::string logfile;
+  // With broker "rabbitmq", the section "beanstalkd" is not read, and
+  // logdir, reconnect_timeout and publish_timeout here mirror those of
+  // "rabbitmq", so that code serving both brokers finds them in one place.
   beanstalkd_config beanstalkd;
+  rabbitmq_config rabbitmq; // broker "rabbitmq" only
+  bool uses_rabbitmq() const { return broker == "rabbitmq"; }
+  const std::string& logdir() const { return uses_rabbitmq() ? rabbitmq.logdir : beanstalkd.logdir; }
+  // Seconds between attempts to reach the broker (its reconnect_timeout).
+  int reconnect_seconds() const { return uses_rabbitmq() ? rabbitmq.reconnect_timeout : beanstalkd.reconnect_timeout; }
 
   // new keys (all optional)
   std::string cbsd_path = "/usr/local/bin/cbsd";
@@ -95,12 +104,15 @@ struct config_overrides {
 
 config load_config(const std::string& path, const config_overrides& overrides = {});
 // For bs_router-client: only cbsdenv-independent keys are required (the
-// beanstalkd part); the daemon's own keys may be absent.
+// beanstalkd or rabbitmq part); the daemon's own keys may be absent.
 config load_client_config(const std::string& path);
 // Reads the key file of each of cfg.job_key_files into cfg.job_keys (all of
 // them, or only `only` when not empty). Throws config_error naming the key
 // and the file (a file that group or others can read, a short key, ...).
 void load_job_keys(config& cfg, const std::string& only = {});
+// Reads rabbitmq.password_file, when given, as the password of every URI.
+// Throws config_error naming the key and the file.
+void load_rabbitmq_password(config& cfg);
 config parse_config(const std::string& json_text, const std::string& source,
                     const config_overrides& overrides = {});
 

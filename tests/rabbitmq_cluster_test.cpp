@@ -1,0 +1,208 @@
+// The three-node test cluster: it forms, a quorum queue lives on through
+// kill -9 of one node, the node comes back, and nothing of it outlives the
+// cluster. Its own executable, so that the run's shared node is not up
+// beside it.
+
+#include "bs_router/amqp_connection.hpp"
+#include "bs_router/broker.hpp"
+
+#include "support/amqp_test_client.hpp"
+#include "support/rabbitmq_node.hpp"
+#include "support/wait.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <functional>
+#include <iostream>
+#include <optional>
+
+namespace bs_router::testing {
+namespace {
+
+bool process_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+// A quorum queue just declared, or whose leader just died, nacks publishes
+// until its members have elected a leader; and a channel that was open
+// while the leader died was seen to nack every publish from then on (3.10).
+// So a nack is answered as the router answers it: a new connection, and the
+// publish again. The number of tries is printed.
+void publish_until_confirmed(std::unique_ptr<amqp_test_client>& client, std::uint16_t port,
+                             const std::string& queue, const std::string& body, const std::string& id) {
+  int tries = 0;
+  const bool confirmed = wait_until([&] {
+    if (tries++ > 0) client = std::make_unique<amqp_test_client>(port);
+    try {
+      client->publish(queue, body, id);
+      return true;
+    } catch (const std::runtime_error& ex) {
+      if (std::string(ex.what()).find("nacked") == std::string::npos) throw;
+      return false;
+    }
+  }, std::chrono::seconds{60}, std::chrono::milliseconds{50});
+  EXPECT_TRUE(confirmed) << queue;
+  std::cout << "publish of " << id << " confirmed after " << tries << " tries" << std::endl;
+}
+
+TEST(RabbitmqCluster, FormsSurvivesKillOfOneAndRestartsIt) {
+  std::vector<pid_t> pids;
+  std::filesystem::path dir;
+  {
+    rabbitmq_cluster cluster;
+    std::cout << "cluster formed in " << cluster.form_seconds() << " s (first node "
+              << cluster.node(0).last_boot_seconds() << " s)" << std::endl;
+    ASSERT_EQ(cluster.size(), 3u);
+    for (std::size_t i = 0; i < 3; ++i) pids.push_back(cluster.node(i).pid());
+    dir = cluster.node(0).dir().parent_path();
+
+    const std::string queue = unique_name("cluster");
+    {
+      amqp_test_client first(cluster.node(0).amqp_port());
+      first.declare_quorum_queue(queue);
+    }
+    // One cluster: the queue declared through the first node is known to the others.
+    auto second = std::make_unique<amqp_test_client>(cluster.node(1).amqp_port());
+    auto third = std::make_unique<amqp_test_client>(cluster.node(2).amqp_port());
+    EXPECT_TRUE(second->queue_exists(queue));
+    EXPECT_TRUE(third->queue_exists(queue));
+    publish_until_confirmed(second, cluster.node(1).amqp_port(), queue, "before", "m1");
+
+    cluster.node(0).kill();
+    EXPECT_TRUE(process_gone(pids[0]));
+    publish_until_confirmed(third, cluster.node(2).amqp_port(), queue, "after", "m2");
+    auto got = second->wait_get(queue);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->body, "before");
+    got = second->wait_get(queue);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->body, "after");
+
+    cluster.node(0).restart();
+    pids.push_back(cluster.node(0).pid());
+    amqp_test_client back(cluster.node(0).amqp_port());
+    EXPECT_TRUE(back.queue_exists(queue));
+    EXPECT_EQ(back.message_count(queue), 0u);
+  }
+  for (pid_t pid : pids) EXPECT_TRUE(process_gone(pid)) << pid;
+  EXPECT_FALSE(std::filesystem::exists(dir));
+}
+
+} // namespace
+} // namespace bs_router::testing
+
+namespace bs_router {
+namespace {
+
+using testing::publish_until_confirmed;
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
+  std::exception_ptr failure;
+  bool finished = false;
+  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
+    failure = ep;
+    finished = true;
+  });
+  io.restart();
+  io.run_for(180s);
+  ASSERT_TRUE(finished) << "coroutine did not finish";
+  if (failure) std::rethrow_exception(failure);
+}
+
+// The router's connection to the node that holds the queue's leader dies
+// with it; the next open() finds another node, where the unacknowledged job
+// comes again and a reply is confirmed.
+TEST(RabbitmqCluster, AmqpConnectionGoesOnThroughAnotherNodeWhenItsNodeIsKilled) {
+  testing::rabbitmq_cluster cluster;
+  amqp_settings settings;
+  for (const std::string& text : cluster.uris()) {
+    std::string problem;
+    settings.uris.push_back(*parse_amqp_uri(text, problem));
+  }
+  settings.operation_timeout = 10s;
+  settings.publish_timeout = 10s;
+  asio::io_context io;
+  amqp_connection conn(io.get_executor(), settings);
+  const std::string queue = testing::unique_name("failover");
+  const std::string replies = testing::unique_name("failover_replies");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.open();
+    EXPECT_EQ(conn.peer(), settings.uris[0].redacted());
+    co_await conn.declare_job_queue(queue); // its leader on the first node
+    co_await conn.declare_reply_queue(replies);
+  });
+  auto client = std::make_unique<testing::amqp_test_client>(cluster.node(1).amqp_port());
+  publish_until_confirmed(client, cluster.node(1).amqp_port(), queue, "{}", "job-f");
+  std::error_code dropped;
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.consume(queue);
+    auto d = co_await conn.next(60s);
+    EXPECT_TRUE(d);
+    cluster.node(0).kill(); // before the ack
+    try {
+      co_await conn.next(100s);
+      ADD_FAILURE() << "next() returned on a connection whose node was killed";
+    } catch (const broker_error& e) {
+      dropped = e.code();
+    }
+  });
+  EXPECT_EQ(dropped, make_error_code(amqp_errc::connection_failed));
+  // As the router does: open again (the first URI refuses now), and again
+  // after a failure while the queue elects a new leader.
+  std::optional<amqp_delivery> again;
+  int opens = 0;
+  run(io, [&]() -> asio::awaitable<void> {
+    for (; !again && opens < 20; ++opens) {
+      try {
+        co_await conn.open();
+        co_await conn.consume(queue);
+        again = co_await conn.next(30s);
+      } catch (const broker_error& e) {
+        std::cout << "open " << opens << ": " << e.what() << std::endl;
+      }
+    }
+    EXPECT_TRUE(again);
+    if (!again) co_return;
+    EXPECT_NE(conn.peer(), settings.uris[0].redacted());
+    EXPECT_EQ(again->message_id, "job-f");
+    EXPECT_TRUE(again->redelivered);
+    co_await conn.ack(again->delivery_tag);
+    // The reply queue's leader died too: publishes are nacked until its
+    // other members elect one. As the router would, try again after a
+    // pause (here 100 ms, not reconnect_timeout), on a new connection.
+    bool confirmed = false;
+    int tries = 0;
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    const auto give_up = std::chrono::steady_clock::now() + 120s;
+    while (!confirmed && std::chrono::steady_clock::now() < give_up) {
+      ++tries;
+      try {
+        if (!conn.is_open()) co_await conn.open();
+        co_await conn.publish(replies, "{}", "job-f", "job-f");
+        confirmed = true;
+      } catch (const broker_error&) {
+      }
+      if (!confirmed) {
+        pause.expires_after(100ms);
+        co_await pause.async_wait(asio::use_awaitable);
+      }
+    }
+    std::cout << "reply confirmed after " << tries << " tries" << std::endl;
+    EXPECT_TRUE(confirmed);
+  });
+  std::cout << "failed over after " << opens << " opens" << std::endl;
+  const auto reply = client->wait_get(replies);
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->correlation_id, "job-f");
+}
+
+} // namespace
+} // namespace bs_router
