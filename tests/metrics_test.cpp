@@ -1,4 +1,5 @@
 #include "bs_router/metrics.hpp"
+#include "bs_router/metrics_server.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,9 +1,9 @@
 #pragma once
 // Runs child processes, never through a shell, on the event loop: started by
 // posix_spawn where the platform has chdir and closefrom file actions (glibc
-// 2.34, FreeBSD 13.1), else by fork/exec; reaped through a SIGCHLD
-// signal_set, never by a thread per child. Output the caller wants to see
-// comes through pipes read on the same event loop.
+// 2.34, FreeBSD 13.1), else by fork/exec (process_start.hpp); reaped
+// through a SIGCHLD signal_set, never by a thread per child. Output the
+// caller wants to see comes through pipes read on the same event loop.
 // The runner and its io_context are used from one thread. Children are waited
 // for by pid, so children that other code starts are left for it to reap.
 

@@ -41,6 +41,7 @@
 #include "bs_router/job_policy.hpp"
 #include "bs_router/journal.hpp"
 #include "bs_router/metrics.hpp"
+#include "bs_router/metrics_server.hpp"
 #include "bs_router/outbox.hpp"
 #include "bs_router/replay_guard.hpp"
 #include "bs_router/scheduler.hpp"
