@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "bs_router/escape.hpp"
+#include "bs_router/unix_time.hpp"
 #include "bs_router/reply.hpp"
 #include "bs_router/spawn.hpp"
 
@@ -35,10 +36,6 @@ constexpr auto answer_deadline = 10s;
 // comes back after this long (by then the earlier one may be done).
 constexpr std::uint32_t reused_id_delay_seconds = 5;
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The broker's job id behind a broker id (decimal digits); 0 for anything else.
 std::uint64_t job_id(const std::string& id) {

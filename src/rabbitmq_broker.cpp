@@ -1,6 +1,7 @@
 #include "bs_router/rabbitmq_broker.hpp"
 
 #include "bs_router/escape.hpp"
+#include "bs_router/unix_time.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -13,10 +14,6 @@ constexpr std::size_t max_declared_remembered = 1024;
 // The longest a wait for a delivery lasts before the router looks around.
 constexpr std::chrono::milliseconds delivery_poll{5000};
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // A queue a controller names in reply_to: any AMQP queue name of printable
 // ASCII, the broker's own "amq.gen-..." of a server-named queue included.

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "bs_router/escape.hpp"
+#include "bs_router/unix_time.hpp"
 #include "bs_router/recovery.hpp"
 
 namespace bs_router {
@@ -25,10 +26,6 @@ constexpr auto prune_interval = 10min;
 // some have had their turn.
 constexpr std::size_t max_deferred = 4096;
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 const char* outcome_name(long long err_code) {
   switch (err_code) {

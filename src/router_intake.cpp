@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "bs_router/escape.hpp"
+#include "bs_router/unix_time.hpp"
 
 namespace bs_router {
 
@@ -26,10 +27,6 @@ constexpr std::chrono::seconds deferral_delay{30};
 // than this for a new job, so that those are fetched soon after their turn.
 constexpr auto deferred_poll = 1s;
 
-std::int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The ErrCode and Message of a job refused for its signature (or for having
 // none), before it is even parsed.
