@@ -28,13 +28,30 @@ constexpr std::string_view job_file_suffixes[] = {".cmd", ".out", ".err"};
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-// "<digits>.cmd", "<digits>.out" or "<digits>.err": the only names prune may
-// remove. Returns the digits, or an empty view for any other name.
+// A character of an AMQP message id ([A-Za-z0-9._:-]).
+bool is_message_id_char(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '_' || c == ':' ||
+         c == '-';
+}
+
+// A file stem job_file_id() makes: digits, or the message prefix and 1 to
+// 128 characters of a message id.
+bool is_job_file_id(std::string_view id) {
+  if (!id.empty() && std::all_of(id.begin(), id.end(), is_digit)) return true;
+  if (!id.starts_with(message_file_prefix)) return false;
+  const std::string_view message_id = id.substr(message_file_prefix.size());
+  return !message_id.empty() && message_id.size() <= 128 &&
+         std::all_of(message_id.begin(), message_id.end(), is_message_id_char);
+}
+
+// "<id>.cmd", "<id>.out" or "<id>.err" with an id job_file_id() makes: the
+// only names prune may remove. Returns the id, or an empty view for any
+// other name.
 std::string_view job_id_of_file_name(std::string_view name) {
   for (std::string_view suffix : job_file_suffixes) {
     if (name.size() <= suffix.size() || name.substr(name.size() - suffix.size()) != suffix) continue;
-    std::string_view digits = name.substr(0, name.size() - suffix.size());
-    if (std::all_of(digits.begin(), digits.end(), is_digit)) return digits;
+    std::string_view id = name.substr(0, name.size() - suffix.size());
+    if (is_job_file_id(id)) return id;
   }
   return {};
 }
@@ -247,6 +264,11 @@ void capped_output::append(std::string_view data) noexcept {
   } catch (...) {
     error_ = "cannot write " + path_;
   }
+}
+
+std::string job_file_id(const std::string& broker_id, bool numeric_id) {
+  if (numeric_id) return broker_id;
+  return std::string(message_file_prefix) + broker_id;
 }
 
 } // namespace bs_router

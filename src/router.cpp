@@ -296,7 +296,8 @@ awaitable<void> router::execute(job_ptr job) {
         spawn_reported(io_.get_executor(), outbox_.watch_output(job, fd, std::move(over)), log_failure(),
                        what + ": live output");
       };
-    r = co_await cbsd_.run(*job->request, job->entry.broker_id, what, outbox_.budget(), watch);
+    r = co_await cbsd_.run(*job->request, job_file_id(job->entry.broker_id, job->entry.numeric_id), what,
+                           outbox_.budget(), watch);
   } catch (const std::exception& ex) {
     // The router could not run the job (disk full, out of fds): say so
     // rather than leave the controller waiting.

@@ -510,3 +510,25 @@ TEST(CappedOutput, AFailedWriteIsReportedNotThrown) {
 }
 
 } // namespace
+
+// The files of a job known by an AMQP message id are named after it behind
+// "msg-", and pruned like any other job's; a name that only looks alike stays.
+TEST(JobFiles, FilesOfAMessageIdJobArePrunedLikeTheOthers) {
+  temporary_directory dir;
+  job_files files(dir.path(), 30, 0);
+  auto now = system_clock::now();
+  const std::string id = bs_router::job_file_id("a.b:c-D_9", false);
+  EXPECT_EQ(id, "msg-a.b:c-D_9");
+  EXPECT_EQ(bs_router::job_file_id("17", true), "17");
+  for (const std::string& path : {files.cmd_path(id), files.out_path(id), files.err_path(id)}) {
+    write_file(path, "x");
+    set_mtime(path, now - 40 * day);
+  }
+  for (const std::string name : {"msg-.cmd", "msg-a/b.out", "msg-a b.err", "msg-x.txt"}) {
+    if (name.find('/') != std::string::npos) continue;
+    write_file(dir.path() + "/" + name, "keep");
+    set_mtime(dir.path() + "/" + name, now - 40 * day);
+  }
+  EXPECT_EQ(files.prune(now), 1u);
+  EXPECT_EQ(names_in(dir.path()), (std::set<std::string>{"msg-.cmd", "msg-a b.err", "msg-x.txt"}));
+}

@@ -113,4 +113,10 @@ class capped_output {
   std::string error_;
 };
 
+// What a job's files are named after: beanstalkd's job id as it is; an AMQP
+// message id (checked to be 1 to 128 of [A-Za-z0-9._:-] where it is taken)
+// behind "msg-", so that prune knows the files as the router's.
+inline constexpr std::string_view message_file_prefix = "msg-";
+std::string job_file_id(const std::string& broker_id, bool numeric_id);
+
 } // namespace bs_router
