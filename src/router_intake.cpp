@@ -111,6 +111,13 @@ awaitable<bool> router::is_new(const broker_job& job) {
   // Either the same job back again (an operator let it go again) or a broker that
   // restarted without its binlog and reuses ids.
   if (co_await source_.same_job(held->entry, job)) {
+    if (!held->entry.replied) {
+      log_->warn("job {} came back while the router holds it; held again, not run twice", loggable(job.id));
+      co_await source_.hold_again(job);
+    }
+    // Checked again after the hold: the reply of a job taken over may have
+    // gone out meanwhile, while the broker still had the job for us
+    // (reply_sink::finish then left the job to be removed here).
     if (held->entry.replied) {
       // Taken over, and answered while another connection held it.
       log_->info("job {} came back after the router took it over and put its reply; removed", loggable(job.id));
@@ -118,8 +125,6 @@ awaitable<bool> router::is_new(const broker_job& job) {
       forget(held);
       co_return false;
     }
-    log_->warn("job {} came back while the router holds it; held again, not run twice", loggable(job.id));
-    co_await source_.hold_again(job);
     if (held->entry.taken_over) {
       held->entry.taken_over = false; // held for the router now, as any job it holds
       try {
