@@ -74,7 +74,7 @@ class router {
   enum class phase { serving, stopping, stopped };
   struct intake;
 
-  // router.cpp: life, recovery, running, answering
+  // router.cpp: life, running, answering; router_recovery.cpp: the journal at start
   void recover();
   boost::asio::awaitable<void> settle_jobs();
   boost::asio::awaitable<void> worker_loop();
