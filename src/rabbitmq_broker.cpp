@@ -80,16 +80,24 @@ void rabbitmq_job_source::set_prefetch(std::size_t free_slots) {
   prefetch_ = static_cast<std::uint16_t>(std::clamp<std::size_t>(free_slots, 1, 65535));
 }
 
-broker_job rabbitmq_job_source::to_job(amqp_delivery d) const {
+broker_job rabbitmq_job_source::to_job(amqp_delivery d) {
   broker_job job;
+  job.taken_at = unix_now();
   job.problem = delivery_problem(d, cfg_.max_body_bytes);
-  // An unusable message id names nothing: not a reply queue, not a journal entry.
-  if (valid_message_id(d.message_id)) job.id = d.message_id;
+  // An unusable message id names nothing: not a reply queue, not a journal
+  // entry. Such a message still needs a name of its own while its error
+  // reply is on its way: one no message id can be ("?" is not among their
+  // characters), so that two of them are never taken for the same job, nor
+  // one for a job whose id it is. The time keeps it apart from the names of
+  // an earlier life of the router still in its journal.
+  if (valid_message_id(d.message_id))
+    job.id = d.message_id;
+  else
+    job.id = "?" + std::to_string(job.taken_at) + "." + std::to_string(++unnamed_);
   job.numeric_id = false;
   job.body = std::move(d.body);
   // An unusable reply_to is dropped: the error reply goes to the default queue.
   if (usable_reply_to(d.reply_to)) job.reply_to = d.reply_to;
-  job.taken_at = unix_now();
   job.handle = d.delivery_tag;
   return job;
 }
@@ -198,6 +206,10 @@ boost::asio::awaitable<void> rabbitmq_reply_sink::put(const journal_entry& entry
                                                       const before_put& ready) {
   const std::string id = entry.broker_id;
   const bool own_queue = entry.reply_to.empty();
+  // A message without a usable message id (rabbitmq_job_source::to_job)
+  // has no queue of its own: without a reply_to, its error reply has
+  // nowhere to go, and is dropped as sent.
+  if (own_queue && !valid_message_id(id)) co_return;
   const std::string queue = reply_queue_for(entry);
   if (own_queue && (declared_generation_ != conn_.generation() || !declared_.count(queue))) {
     if (declared_generation_ != conn_.generation()) {

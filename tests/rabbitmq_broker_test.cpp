@@ -165,7 +165,9 @@ TEST(RabbitmqJobSource, MessagesWithoutAUsableIdAreNotJobs) {
       EXPECT_TRUE(job);
       if (!job) co_return;
       EXPECT_FALSE(job->problem.empty()) << reply_to;
-      EXPECT_TRUE(job->id.empty()) << reply_to;
+      // A name of its own that no message id can be: never a reply queue's.
+      EXPECT_TRUE(job->id.starts_with('?')) << job->id;
+      EXPECT_FALSE(valid_message_id(job->id)) << job->id;
       EXPECT_EQ(job->reply_to, reply_to); // where the error reply can go
       co_await source.discard(*job);
     }

@@ -5,7 +5,8 @@
 //
 //   job id       the message's message_id (1..128 of [A-Za-z0-9._:-]); a
 //                message without a usable one is handed over with `problem`
-//                set, to be answered where possible and never run
+//                set and a name no message id can be ("?<time>.<n>"), to be
+//                answered on its reply_to when it has one and never run
 //   hold         basic.ack once the journal has the job: the broker forgets
 //                it, so no broker timeout (consumer_timeout) can hand it out
 //                again while it runs. An ack is never confirmed: one lost
@@ -75,12 +76,13 @@ class rabbitmq_job_source : public job_source {
   std::size_t waiting() const noexcept { return conn_.arrived(); }
 
  private:
-  broker_job to_job(amqp_delivery d) const;
+  broker_job to_job(amqp_delivery d);
 
   const config& cfg_;
   amqp_connection conn_;
   std::uint16_t prefetch_;
   std::size_t asked_ = 0;
+  std::uint64_t unnamed_ = 0; // messages without a usable message_id so far
 };
 
 class rabbitmq_reply_sink : public reply_sink {
