@@ -10,6 +10,7 @@
 
 #include "bs_router/journal.hpp"
 #include "support/amqp_test_client.hpp"
+#include "support/loopback.hpp"
 #include "support/rabbitmq_node.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
@@ -84,8 +85,17 @@ struct controller {
 };
 
 TEST(RabbitmqRouter, AJobRunsOnceWithOneFinalReplyOnItsReplyQueue) {
-  test_pool pool(shared_node());
+  const std::uint16_t metrics_port = free_loopback_port();
+  test_pool pool(shared_node(), json{{"metrics_listen", "127.0.0.1:" + std::to_string(metrics_port)}});
   pool.start_router();
+  // The log and the metrics name the broker and its node, not the password.
+  const std::string node = "amqp://guest@127.0.0.1:" + std::to_string(shared_rabbitmq_node().amqp_port()) + "/";
+  EXPECT_NE(pool.log_text().find("connected to rabbitmq " + node + " queue "), std::string::npos) << pool.log_text();
+  const std::string metrics = http_get(metrics_port, "/metrics");
+  EXPECT_NE(metrics.find("bs_router_broker_info{broker=\"rabbitmq\",node=\"" + node + "\"} 1\n"), std::string::npos)
+      << metrics;
+  EXPECT_EQ(metrics.find("guest:guest"), std::string::npos);
+  EXPECT_EQ(pool.log_text().find("guest:guest"), std::string::npos);
   controller c(pool);
   c.publish("job-1", body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", "listed\n"}}}});
   auto replies = c.wait_final(c.reply_queue("job-1"));

@@ -47,6 +47,7 @@ class rabbitmq_job_source : public job_source {
   rabbitmq_job_source(boost::asio::any_io_executor loop, const config& cfg);
 
   std::string describe() const override;
+  std::string node() const override { return conn_.peer(); }
   boost::asio::awaitable<void> open() override;
   void close() noexcept override;
 
