@@ -259,6 +259,30 @@ TEST(RabbitmqRouter, AMessageWithoutAUsableMessageIdIsAnsweredOnItsReplyToAndNev
   EXPECT_EQ(c.client->message_count(c.queue()), 0u);
 }
 
+// A reply_to naming no queue (mandatory: the broker returns the reply) must
+// not hold up the replies of other jobs: the reply goes to the job's default
+// reply queue instead.
+TEST(RabbitmqRouter, AReplyToNamingNoQueueDoesNotHoldUpOtherReplies) {
+  test_pool pool(shared_node());
+  pool.start_router();
+  controller c(pool);
+  const std::string missing = unique_name("nobody_declared_this");
+  c.publish("job-lost", body{{"Command", "jls"}}, missing);
+  ASSERT_TRUE(wait_until([&] { return pool.runs_of("jls").size() == 1; }));
+  c.publish("job-next", body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", "next\n"}}}});
+  auto replies = c.wait_final(c.reply_queue("job-next"));
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(json::parse(replies.back().body)["Message"], "next\n");
+  EXPECT_EQ(pool.runs_of("jls").size(), 2u);
+  EXPECT_FALSE(c.client->queue_exists(missing));
+  replies = c.wait_final(c.reply_queue("job-lost"));
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(json::parse(replies.back().body)["ErrCode"], 0);
+  EXPECT_EQ(replies.back().correlation_id, "job-lost");
+  EXPECT_NE(pool.log_text().find("put on " + c.reply_queue("job-lost") + " instead"), std::string::npos);
+  c.expect_no_more(c.reply_queue("job-lost"));
+}
+
 TEST(RabbitmqRouter, ProgressRepliesComeInOrderBeforeTheFinalOne) {
   test_pool pool(shared_node(), json{{"progress", true}});
   pool.start_router();

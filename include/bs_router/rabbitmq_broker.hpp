@@ -18,7 +18,10 @@
 //                <reply_queue_prefix><message_id> (declared a durable
 //                quorum queue, deleted by the broker after a day unused,
 //                so that it outlives the loss of any one node); persistent,
-//                correlation_id = message id, mandatory, confirmed
+//                correlation_id = message id, mandatory, confirmed. A reply
+//                that reply_to's queue does not take (returned: no such
+//                queue, or its node is down) goes to the default queue
+//                instead, rather than hold up the replies behind it
 //
 // Prefetch: RabbitMQ 3.10 applies basic.qos to the consumers started after
 // it (and quorum queues refuse the channel-wide kind), so set_prefetch()
@@ -88,7 +91,9 @@ class rabbitmq_job_source : public job_source {
 
 class rabbitmq_reply_sink : public reply_sink {
  public:
-  rabbitmq_reply_sink(boost::asio::any_io_executor loop, const config& cfg);
+  // `log`, when given, tells of replies put elsewhere than asked (put).
+  rabbitmq_reply_sink(boost::asio::any_io_executor loop, const config& cfg,
+                      std::shared_ptr<spdlog::logger> log = nullptr);
 
   std::string describe() const override;
   boost::asio::awaitable<void> open() override;
@@ -106,8 +111,11 @@ class rabbitmq_reply_sink : public reply_sink {
   std::string reply_queue_for(const journal_entry& entry) const;
 
  private:
+  boost::asio::awaitable<void> declare_once(const std::string& queue);
+
   const config& cfg_;
   amqp_connection conn_;
+  std::shared_ptr<spdlog::logger> log_;
   // Reply queues declared on this connection, so that progress replies do
   // not declare again; bounded, the oldest forgotten first.
   std::deque<std::string> declared_order_;
