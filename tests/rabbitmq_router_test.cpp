@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iostream>
 
 #include "bs_router/journal.hpp"
 #include "support/amqp_test_client.hpp"
@@ -40,24 +41,40 @@ bool is_final(const json& reply) {
 
 // The controller's side: publishes jobs to the pool's queue, reads replies.
 struct controller {
-  explicit controller(const test_pool& p, std::uint16_t port = shared_rabbitmq_node().amqp_port())
-      : pool(p), client(std::make_unique<amqp_test_client>(port)) {}
+  explicit controller(const test_pool& p, std::uint16_t node_port = shared_rabbitmq_node().amqp_port())
+      : pool(p), port(node_port), client(std::make_unique<amqp_test_client>(port)) {}
 
+  amqp_test_client& broker() {
+    if (!client) client = std::make_unique<amqp_test_client>(port);
+    return *client;
+  }
   std::string queue() const { return pool.config().at("rabbitmq").at("queue").get<std::string>(); }
   std::string reply_queue(const std::string& id) const {
     return pool.config().at("rabbitmq").at("reply_queue_prefix").get<std::string>() + id;
   }
   void publish(const std::string& id, const body& job, const std::string& reply_to = {}) {
-    client->publish(queue(), job.dump(), id, reply_to);
+    broker().publish(queue(), job.dump(), id, reply_to);
   }
   void publish_raw(const std::string& id, const std::string& text, const std::string& reply_to = {}) {
-    client->publish(queue(), text, id, reply_to);
+    broker().publish(queue(), text, id, reply_to);
   }
   // The next message on `queue`, which the router may not have declared yet
   // (a controller declares it before it publishes; here the router does).
+  // A quorum queue just declared, or on a node just restarted, refuses a
+  // get until its leader is up (541 noproc, the connection closed): then a
+  // new connection, and again.
   std::optional<amqp_test_message> wait_get(const std::string& queue, std::chrono::milliseconds limit = 60s) {
     std::optional<amqp_test_message> m;
-    wait_until([&] { return client->queue_exists(queue) && (m = client->get(queue)).has_value(); }, limit, 20ms);
+    wait_until([&] {
+      try {
+        if (!client) client = std::make_unique<amqp_test_client>(port);
+        return client->queue_exists(queue) && (m = client->get(queue)).has_value();
+      } catch (const std::runtime_error& ex) {
+        std::cout << "get from " << queue << ": " << ex.what() << "; again" << std::endl;
+        client.reset();
+        return false;
+      }
+    }, limit, 20ms);
     return m;
   }
   // The replies on `queue` up to the final one (or until `limit` passes).
@@ -76,11 +93,12 @@ struct controller {
   // Nothing more on `reply_queue` once the router has let the job go.
   void expect_no_more(const std::string& reply_queue) {
     EXPECT_TRUE(wait_until([&] { return journal_entries(pool) == 0; }));
-    const auto extra = client->queue_exists(reply_queue) ? client->get(reply_queue) : std::nullopt;
+    const auto extra = broker().queue_exists(reply_queue) ? broker().get(reply_queue) : std::nullopt;
     EXPECT_FALSE(extra.has_value()) << (extra ? extra->body : "");
   }
 
   const test_pool& pool;
+  std::uint16_t port;
   std::unique_ptr<amqp_test_client> client;
 };
 
@@ -108,7 +126,7 @@ TEST(RabbitmqRouter, AJobRunsOnceWithOneFinalReplyOnItsReplyQueue) {
   EXPECT_EQ(replies.back().delivery_mode, 2); // persistent
   EXPECT_EQ(pool.runs_of("jls").size(), 1u);
   c.expect_no_more(c.reply_queue("job-1"));
-  EXPECT_EQ(c.client->message_count(c.queue()), 0u);
+  EXPECT_EQ(c.broker().message_count(c.queue()), 0u);
   EXPECT_EQ(pool.stop_router(), 0);
 }
 
@@ -117,7 +135,7 @@ TEST(RabbitmqRouter, AJobWithReplyToIsAnsweredThereOnly) {
   pool.start_router();
   controller c(pool);
   const std::string theirs = unique_name("their_replies");
-  c.client->declare_classic_queue(theirs);
+  c.broker().declare_classic_queue(theirs);
   c.publish("job-2", body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", "mine\n"}}}}, theirs);
   auto replies = c.wait_final(theirs);
   ASSERT_EQ(replies.size(), 1u);
@@ -125,7 +143,7 @@ TEST(RabbitmqRouter, AJobWithReplyToIsAnsweredThereOnly) {
   EXPECT_EQ(replies.back().correlation_id, "job-2");
   EXPECT_EQ(replies.back().delivery_mode, 2);
   c.expect_no_more(theirs);
-  EXPECT_FALSE(c.client->queue_exists(c.reply_queue("job-2")));
+  EXPECT_FALSE(c.broker().queue_exists(c.reply_queue("job-2")));
   EXPECT_EQ(pool.runs_of("jls").size(), 1u);
 }
 
@@ -141,7 +159,7 @@ TEST(RabbitmqRouter, AMessageAgainWhoseIdTheJournalKnowsIsAcknowledgedAndNotRunA
   ASSERT_TRUE(wait_until([&] { return pool.runs_of("jcreate").size() == 1; }));
   c.publish("job-3", job);
   ASSERT_TRUE(wait_until([&] { return pool.log_text().find("job job-3 came back") != std::string::npos; }));
-  EXPECT_TRUE(wait_until([&] { return c.client->message_count(c.queue()) == 0; }));
+  EXPECT_TRUE(wait_until([&] { return c.broker().message_count(c.queue()) == 0; }));
   open_gate(gate);
   auto replies = c.wait_final(c.reply_queue("job-3"));
   ASSERT_EQ(replies.size(), 1u);
@@ -168,7 +186,7 @@ TEST(RabbitmqRouter, RouterKilledDuringARunReplies1003AfterRestartAndDoesNotRunA
   EXPECT_NE(reply["Message"].get<std::string>().find("outcome is unknown"), std::string::npos);
   c.expect_no_more(c.reply_queue("job-4"));
   EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
-  EXPECT_EQ(c.client->message_count(c.queue()), 0u);
+  EXPECT_EQ(c.broker().message_count(c.queue()), 0u);
 }
 
 // The run ends while the node is frozen: the reply is recorded, and its
@@ -236,7 +254,7 @@ TEST(RabbitmqRouter, AMessageWithoutAUsableMessageIdIsAnsweredOnItsReplyToAndNev
   pool.start_router();
   controller c(pool);
   const std::string theirs = unique_name("their_replies");
-  c.client->declare_classic_queue(theirs);
+  c.broker().declare_classic_queue(theirs);
   const body job{{"Command", "jls"}};
   c.publish("", job, theirs);
   c.publish("", body{{"Command", "jls"}, {"CommandArgs", {{"fake_stdout", "other\n"}}}}, theirs);
@@ -255,8 +273,8 @@ TEST(RabbitmqRouter, AMessageWithoutAUsableMessageIdIsAnsweredOnItsReplyToAndNev
   EXPECT_EQ(pool.runs_of("jls").size(), 1u); // "after" only
   c.expect_no_more(theirs);
   const std::string prefix = pool.config().at("rabbitmq").at("reply_queue_prefix").get<std::string>();
-  EXPECT_FALSE(c.client->queue_exists(prefix));
-  EXPECT_EQ(c.client->message_count(c.queue()), 0u);
+  EXPECT_FALSE(c.broker().queue_exists(prefix));
+  EXPECT_EQ(c.broker().message_count(c.queue()), 0u);
 }
 
 // A reply_to naming no queue (mandatory: the broker returns the reply) must
@@ -274,7 +292,7 @@ TEST(RabbitmqRouter, AReplyToNamingNoQueueDoesNotHoldUpOtherReplies) {
   ASSERT_EQ(replies.size(), 1u);
   EXPECT_EQ(json::parse(replies.back().body)["Message"], "next\n");
   EXPECT_EQ(pool.runs_of("jls").size(), 2u);
-  EXPECT_FALSE(c.client->queue_exists(missing));
+  EXPECT_FALSE(c.broker().queue_exists(missing));
   replies = c.wait_final(c.reply_queue("job-lost"));
   ASSERT_EQ(replies.size(), 1u);
   EXPECT_EQ(json::parse(replies.back().body)["ErrCode"], 0);
