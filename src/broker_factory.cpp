@@ -12,12 +12,12 @@ broker_roles make_broker(boost::asio::any_io_executor executor, const config& cf
     // One AMQP connection per role: a reply waiting for its confirm never
     // holds up the deliveries, nor they the replies.
     struct rabbitmq_roles {
-      rabbitmq_roles(boost::asio::any_io_executor executor, const config& cfg)
-          : source(executor, cfg), sink(executor, cfg) {}
+      rabbitmq_roles(boost::asio::any_io_executor executor, const config& cfg, std::shared_ptr<spdlog::logger> log)
+          : source(executor, cfg), sink(executor, cfg, std::move(log)) {}
       rabbitmq_job_source source;
       rabbitmq_reply_sink sink;
     };
-    auto rabbitmq = std::make_shared<rabbitmq_roles>(std::move(executor), cfg);
+    auto rabbitmq = std::make_shared<rabbitmq_roles>(std::move(executor), cfg, log);
     broker_roles roles;
     roles.source = &rabbitmq->source;
     roles.sink = &rabbitmq->sink;

@@ -159,6 +159,16 @@ std::string metrics::render() const {
                 "Time spent making the journal durable, during which the router waited for the disk.");
   append_sample(out, "bs_router_journal_sync_seconds_total", journal_sync_seconds_);
 
+  if (!broker_kind_.empty()) {
+    append_header(out, "bs_router_broker_info", "gauge",
+                  "The broker kind and the node the router takes jobs from (empty: not connected); always 1.");
+    out += "bs_router_broker_info{broker=\"";
+    append_label_value(out, broker_kind_);
+    out += "\",node=\"";
+    append_label_value(out, broker_node_);
+    out += "\"} 1\n";
+  }
+
   append_header(out, "bs_router_info", "gauge", "Version of this router; always 1.");
   append_sample(out, "bs_router_info", "version", version_, std::uint64_t{1});
 

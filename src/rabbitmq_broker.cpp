@@ -77,16 +77,24 @@ void rabbitmq_job_source::set_prefetch(std::size_t free_slots) {
   prefetch_ = static_cast<std::uint16_t>(std::clamp<std::size_t>(free_slots, 1, 65535));
 }
 
-broker_job rabbitmq_job_source::to_job(amqp_delivery d) const {
+broker_job rabbitmq_job_source::to_job(amqp_delivery d) {
   broker_job job;
+  job.taken_at = unix_now();
   job.problem = delivery_problem(d, cfg_.max_body_bytes);
-  // An unusable message id names nothing: not a reply queue, not a journal entry.
-  if (valid_message_id(d.message_id)) job.id = d.message_id;
+  // An unusable message id names nothing: not a reply queue, not a journal
+  // entry. Such a message still needs a name of its own while its error
+  // reply is on its way: one no message id can be ("?" is not among their
+  // characters), so that two of them are never taken for the same job, nor
+  // one for a job whose id it is. The time keeps it apart from the names of
+  // an earlier life of the router still in its journal.
+  if (valid_message_id(d.message_id))
+    job.id = d.message_id;
+  else
+    job.id = "?" + std::to_string(job.taken_at) + "." + std::to_string(++unnamed_);
   job.numeric_id = false;
   job.body = std::move(d.body);
   // An unusable reply_to is dropped: the error reply goes to the default queue.
   if (usable_reply_to(d.reply_to)) job.reply_to = d.reply_to;
-  job.taken_at = unix_now();
   job.handle = d.delivery_tag;
   return job;
 }
@@ -161,8 +169,9 @@ boost::asio::awaitable<void> rabbitmq_job_source::discard(const broker_job& job)
 
 // --- reply sink ------------------------------------------------------------------
 
-rabbitmq_reply_sink::rabbitmq_reply_sink(boost::asio::any_io_executor loop, const config& cfg)
-    : cfg_(cfg), conn_(std::move(loop), amqp_settings_for(cfg)) {}
+rabbitmq_reply_sink::rabbitmq_reply_sink(boost::asio::any_io_executor loop, const config& cfg,
+                                         std::shared_ptr<spdlog::logger> log)
+    : cfg_(cfg), conn_(std::move(loop), amqp_settings_for(cfg)), log_(std::move(log)) {}
 
 std::string rabbitmq_reply_sink::describe() const {
   const std::string peer = conn_.peer();
@@ -191,30 +200,60 @@ std::string rabbitmq_reply_sink::reply_queue_for(const journal_entry& entry) con
   return cfg_.rabbitmq.reply_queue_prefix + entry.broker_id;
 }
 
+// Declares reply queue `queue` unless this connection has declared it already.
+boost::asio::awaitable<void> rabbitmq_reply_sink::declare_once(const std::string& queue) {
+  if (declared_generation_ != conn_.generation()) {
+    declared_.clear();
+    declared_order_.clear();
+    declared_generation_ = conn_.generation();
+  }
+  if (declared_.count(queue)) co_return;
+  co_await conn_.declare_reply_queue(queue);
+  declared_.insert(queue);
+  declared_order_.push_back(queue);
+  if (declared_order_.size() > max_declared_remembered) {
+    declared_.erase(declared_order_.front());
+    declared_order_.pop_front();
+  }
+}
+
 boost::asio::awaitable<void> rabbitmq_reply_sink::put(const journal_entry& entry, const body_maker& body,
                                                       const before_put& ready) {
   const std::string id = entry.broker_id;
   const bool own_queue = entry.reply_to.empty();
+  // A message without a usable message id (rabbitmq_job_source::to_job)
+  // has no queue of its own: without a reply_to, its error reply has
+  // nowhere to go, and is dropped as sent.
+  if (own_queue && !valid_message_id(id)) co_return;
   const std::string queue = reply_queue_for(entry);
-  if (own_queue && (declared_generation_ != conn_.generation() || !declared_.count(queue))) {
-    if (declared_generation_ != conn_.generation()) {
-      declared_.clear();
-      declared_order_.clear();
-      declared_generation_ = conn_.generation();
-    }
-    co_await conn_.declare_reply_queue(queue);
-    declared_.insert(queue);
-    declared_order_.push_back(queue);
-    if (declared_order_.size() > max_declared_remembered) {
-      declared_.erase(declared_order_.front());
-      declared_order_.pop_front();
-    }
-  }
+  if (own_queue) co_await declare_once(queue);
   // A job's reply_to names a queue of the controller's: it must exist
   // (mandatory), or the publish fails as returned.
   const std::string text = body(budget());
   if (ready) co_await ready();
-  co_await conn_.publish(queue, text, id, id);
+  bool returned = false;
+  try {
+    co_await conn_.publish(queue, text, id, id);
+  } catch (const broker_error& e) {
+    if (own_queue || e.code() != make_error_code(amqp_errc::returned)) throw;
+    returned = true;
+  }
+  if (!returned) co_return;
+  // No queue took it: the controller's queue is gone, or on a node that is
+  // down. Tried again, it would hold up every reply behind it for as long;
+  // so it goes to the pool's own reply queue for its id instead, where the
+  // controller finds it (and a message without a usable id has none).
+  const std::string fallback = cfg_.rabbitmq.reply_queue_prefix + id;
+  if (!valid_message_id(id)) {
+    if (log_) log_->warn("the reply of {} was returned by the broker from reply_to {}; it has no message id, "
+                         "so no queue of its own: dropped", loggable(id), loggable(queue, max_queue_name));
+    co_return;
+  }
+  if (log_) log_->warn("the reply of job {} was returned by the broker from reply_to {} (no such queue, or its node "
+                       "is down); put on {} instead", loggable(id), loggable(queue, max_queue_name),
+                       loggable(fallback, max_queue_name));
+  co_await declare_once(fallback);
+  co_await conn_.publish(fallback, text, id, id);
 }
 
 boost::asio::awaitable<bool> rabbitmq_reply_sink::finish(const journal_entry&) {

@@ -250,6 +250,7 @@ std::string router::render_metrics() {
   metrics_.set_jobs_waiting(scheduler_.waiting_for_slot() + scheduler_.waiting_for_jname());
   metrics_.set_replies_waiting(outbox_.size());
   metrics_.set_broker_connected(broker_connected_);
+  metrics_.set_broker(cfg_.broker, broker_connected_ ? source_.node() : std::string());
   metrics_.set_journal_syncs(journal_.syncs(), journal_.sync_seconds());
   return metrics_.render();
 }

@@ -165,7 +165,9 @@ TEST(RabbitmqJobSource, MessagesWithoutAUsableIdAreNotJobs) {
       EXPECT_TRUE(job);
       if (!job) co_return;
       EXPECT_FALSE(job->problem.empty()) << reply_to;
-      EXPECT_TRUE(job->id.empty()) << reply_to;
+      // A name of its own that no message id can be: never a reply queue's.
+      EXPECT_TRUE(job->id.starts_with('?')) << job->id;
+      EXPECT_FALSE(valid_message_id(job->id)) << job->id;
       EXPECT_EQ(job->reply_to, reply_to); // where the error reply can go
       co_await source.discard(*job);
     }
@@ -311,7 +313,7 @@ TEST(RabbitmqReplySink, ARepliesQueueIsDeclaredAgainAfterAReconnect) {
   EXPECT_EQ(reply->body, "second");
 }
 
-TEST(RabbitmqReplySink, ReplyToNamesTheQueueAndAMissingOneIsAnError) {
+TEST(RabbitmqReplySink, ReplyToNamesTheQueueAndAMissingOneFallsBackToTheDefaultQueue) {
   asio::io_context io;
   const config cfg = pool_config();
   rabbitmq_reply_sink sink(io.get_executor(), cfg);
@@ -321,22 +323,21 @@ TEST(RabbitmqReplySink, ReplyToNamesTheQueueAndAMissingOneIsAnError) {
   const journal_entry entry = entry_for("5", "{}", theirs);
   EXPECT_EQ(sink.reply_queue_for(entry), theirs);
   const journal_entry missing = entry_for("6", "{}", unique_name("gone"));
-  std::error_code code;
   run(io, [&]() -> asio::awaitable<void> {
     co_await sink.open();
     co_await put_text(sink, entry, "{}");
-    try {
-      co_await put_text(sink, missing, "{}");
-    } catch (const broker_error& e) {
-      code = e.code();
-    }
+    co_await put_text(sink, missing, "lost");
   });
-  EXPECT_EQ(code, make_error_code(amqp_errc::returned));
   const auto reply = client.get(theirs);
   ASSERT_TRUE(reply);
   EXPECT_EQ(reply->correlation_id, "5");
-  // The default queue was not made for a job that named its own.
+  // The default queue was not made for a job that named its own...
   EXPECT_FALSE(client.queue_exists(cfg.rabbitmq.reply_queue_prefix + "5"));
+  // ...but takes the reply that the queue it named returned.
+  const auto fallback = client.get(cfg.rabbitmq.reply_queue_prefix + "6");
+  ASSERT_TRUE(fallback);
+  EXPECT_EQ(fallback->body, "lost");
+  EXPECT_EQ(fallback->correlation_id, "6");
 }
 
 } // namespace

@@ -6,8 +6,10 @@
 #include "bs_router/amqp_connection.hpp"
 #include "bs_router/broker.hpp"
 
+#include "bs_router/journal.hpp"
 #include "support/amqp_test_client.hpp"
 #include "support/rabbitmq_node.hpp"
+#include "support/test_pool.hpp"
 #include "support/wait.hpp"
 
 #include <gtest/gtest.h>
@@ -22,12 +24,29 @@
 #include <csignal>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <optional>
+
+#include <nlohmann/json.hpp>
 
 namespace bs_router::testing {
 namespace {
 
 bool process_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+// The cluster of the failover tests below, booted once for them (it takes
+// 30-50 s) and killed at exit; each test first brings back the nodes an
+// earlier one killed.
+rabbitmq_cluster& shared_cluster() {
+  static std::unique_ptr<rabbitmq_cluster> cluster;
+  if (!cluster) {
+    cluster = std::make_unique<rabbitmq_cluster>();
+    std::cout << "shared cluster formed in " << cluster->form_seconds() << " s" << std::endl;
+  }
+  for (std::size_t i = 0; i < cluster->size(); ++i)
+    if (!cluster->node(i).running()) cluster->node(i).restart();
+  return *cluster;
+}
 
 // A quorum queue just declared, or whose leader just died, nacks publishes
 // until its members have elected a leader; and a channel that was open
@@ -121,7 +140,7 @@ void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
 // with it; the next open() finds another node, where the unacknowledged job
 // comes again and a reply is confirmed.
 TEST(RabbitmqCluster, AmqpConnectionGoesOnThroughAnotherNodeWhenItsNodeIsKilled) {
-  testing::rabbitmq_cluster cluster;
+  testing::rabbitmq_cluster& cluster = testing::shared_cluster();
   amqp_settings settings;
   for (const std::string& text : cluster.uris()) {
     std::string problem;
@@ -202,6 +221,93 @@ TEST(RabbitmqCluster, AmqpConnectionGoesOnThroughAnotherNodeWhenItsNodeIsKilled)
   const auto reply = client->wait_get(replies);
   ASSERT_TRUE(reply);
   EXPECT_EQ(reply->correlation_id, "job-f");
+}
+
+// The bs_router daemon on the cluster, jobs flowing: kill -9 of the node it
+// is connected to (the first URI, where it declared the queue, so the
+// queue's leader dies too). The router goes on through another node (URIs
+// tried in turn); every job runs once and gets its final reply.
+TEST(RabbitmqCluster, TheRouterGoesOnThroughAnotherNodeWhenItsNodeIsKilledWhileJobsFlow) {
+  using nlohmann::json;
+  testing::rabbitmq_cluster& cluster = testing::shared_cluster();
+  testing::test_pool pool(testing::rabbitmq_target{cluster.uris()}, json{{"max_jobs", 4}});
+  pool.start_router();
+  const std::string queue = pool.config()["rabbitmq"]["queue"];
+  const std::string prefix = pool.config()["rabbitmq"]["reply_queue_prefix"];
+  auto connected_to = [&](std::size_t node) {
+    const std::string line = "connected to rabbitmq amqp://guest@127.0.0.1:" +
+                             std::to_string(cluster.node(node).amqp_port()) + "/ queue " + queue;
+    return pool.log_text().find(line) != std::string::npos;
+  };
+  EXPECT_TRUE(connected_to(0)) << pool.log_text();
+  const std::uint16_t publish_port = cluster.node(1).amqp_port();
+  const std::uint16_t read_port = cluster.node(2).amqp_port();
+  auto publisher = std::make_unique<testing::amqp_test_client>(publish_port);
+  auto reader = std::make_unique<testing::amqp_test_client>(read_port);
+  const int jobs = 30;
+  const int kill_after = 8; // replies seen before the node dies
+  auto id_of = [](int i) { return "flow-" + std::to_string(i); };
+  auto publish = [&](int i) {
+    const nlohmann::ordered_json job{{"Command", "jls"},
+                                     {"CommandArgs", {{"fake_stdout", id_of(i) + "\n"}, {"fake_sleep_ms", 500}}}};
+    testing::publish_until_confirmed(publisher, publish_port, queue, job.dump(), id_of(i));
+  };
+  // Final replies per job: every message on its reply queue, read through a
+  // node that stays up.
+  std::map<std::string, std::vector<std::string>> replies;
+  auto read_replies = [&](int upto) {
+    for (int i = 0; i < upto; ++i) {
+      const std::string q = prefix + id_of(i);
+      try {
+        if (!reader->queue_exists(q)) continue;
+        while (auto m = reader->get(q)) replies[id_of(i)].push_back(m->body);
+      } catch (const std::runtime_error&) {
+        reader = std::make_unique<testing::amqp_test_client>(read_port); // a leader election under way
+      }
+    }
+  };
+  auto answered = [&](int upto) {
+    for (int i = 0; i < upto; ++i)
+      if (replies[id_of(i)].empty()) return false;
+    return true;
+  };
+  // All queued at once: when the node dies, jobs are running, replies on
+  // their way, deliveries unacknowledged in the prefetch, and more waiting.
+  for (int i = 0; i < jobs; ++i) publish(i);
+  ASSERT_TRUE(testing::wait_until([&] {
+    read_replies(jobs);
+    int n = 0;
+    for (int i = 0; i < jobs; ++i) n += !replies[id_of(i)].empty();
+    return n >= kill_after;
+  }, 120s));
+  cluster.node(0).kill();
+  std::cout << "node 0 killed with " << pool.runs_of("jls").size() << " of " << jobs << " jobs started" << std::endl;
+  const bool all = testing::wait_until([&] {
+    read_replies(jobs);
+    return answered(jobs);
+  }, 180s);
+  EXPECT_TRUE(all) << pool.log_text();
+  // Settled: the journal is empty, so no reply is still on its way.
+  EXPECT_TRUE(testing::wait_until([&] { return journal::inspect(pool.statedir().string()).empty(); }, 60s));
+  read_replies(jobs);
+  std::size_t duplicates = 0;
+  for (int i = 0; i < jobs; ++i) {
+    const std::vector<std::string>& got = replies[id_of(i)];
+    ASSERT_FALSE(got.empty()) << id_of(i);
+    EXPECT_EQ(got.size(), 1u) << id_of(i) << " answered " << got.size() << " times";
+    duplicates += got.size() - 1;
+    const json reply = json::parse(got.front());
+    EXPECT_EQ(reply["ErrCode"], 0) << got.front();
+    EXPECT_EQ(reply["Message"], id_of(i) + "\n");
+  }
+  std::map<std::string, int> runs;
+  for (const json& run : pool.runs_of("jls"))
+    for (const json& arg : run["argv"])
+      if (arg.get<std::string>().starts_with("fake_stdout=")) ++runs[arg.get<std::string>().substr(12)];
+  for (int i = 0; i < jobs; ++i) EXPECT_EQ(runs[id_of(i) + "\n"], 1) << id_of(i);
+  EXPECT_TRUE(connected_to(1) || connected_to(2)) << pool.log_text();
+  std::cout << "duplicate replies: " << duplicates << std::endl;
+  EXPECT_EQ(pool.stop_router(), 0);
 }
 
 } // namespace

@@ -83,6 +83,9 @@ class job_source {
 
   // "beanstalkd 127.0.0.1:11300, watching tube cbsd_pool1", for the log.
   virtual std::string describe() const = 0;
+  // The node connected to now, without password ("amqp://router@mq2:5672/cbsd"),
+  // for the metrics; "" when not connected or not told.
+  virtual std::string node() const { return {}; }
   virtual boost::asio::awaitable<void> open() = 0;
   virtual void close() noexcept = 0;
 

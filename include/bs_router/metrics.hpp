@@ -46,6 +46,13 @@ class metrics {
   void set_jobs_waiting(std::size_t n) { jobs_waiting_ = n; }
   void set_replies_waiting(std::size_t n) { replies_waiting_ = n; }
   void set_broker_connected(bool connected) { broker_connected_ = connected; }
+  // The broker kind ("beanstalkd", "rabbitmq") and the node the job source
+  // is connected to, without password ("" while not connected, or when the
+  // broker does not tell). Shown as bs_router_broker_info once set.
+  void set_broker(std::string kind, std::string node) {
+    broker_kind_ = std::move(kind);
+    broker_node_ = std::move(node);
+  }
   void reconnect() { ++reconnects_; }
   // Jobs of the pool the broker keeps reserved for a connection that is not
   // the router's (last look), and those the router took over (see router).
@@ -73,6 +80,8 @@ class metrics {
   std::size_t jobs_waiting_ = 0;
   std::size_t replies_waiting_ = 0;
   bool broker_connected_ = false;
+  std::string broker_kind_;
+  std::string broker_node_;
   std::uint64_t reconnects_ = 0;
   std::size_t jobs_reserved_elsewhere_ = 0;
   std::uint64_t jobs_taken_over_ = 0;

@@ -5,7 +5,8 @@
 //
 //   job id       the message's message_id (1..128 of [A-Za-z0-9._:-]); a
 //                message without a usable one is handed over with `problem`
-//                set, to be answered where possible and never run
+//                set and a name no message id can be ("?<time>.<n>"), to be
+//                answered on its reply_to when it has one and never run
 //   hold         basic.ack once the journal has the job: the broker forgets
 //                it, so no broker timeout (consumer_timeout) can hand it out
 //                again while it runs. An ack is never confirmed: one lost
@@ -17,7 +18,10 @@
 //                <reply_queue_prefix><message_id> (declared a durable
 //                quorum queue, deleted by the broker after a day unused,
 //                so that it outlives the loss of any one node); persistent,
-//                correlation_id = message id, mandatory, confirmed
+//                correlation_id = message id, mandatory, confirmed. A reply
+//                that reply_to's queue does not take (returned: no such
+//                queue, or its node is down) goes to the default queue
+//                instead, rather than hold up the replies behind it
 //
 // Prefetch: RabbitMQ 3.10 applies basic.qos to the consumers started after
 // it (and quorum queues refuse the channel-wide kind), so set_prefetch()
@@ -46,6 +50,7 @@ class rabbitmq_job_source : public job_source {
   rabbitmq_job_source(boost::asio::any_io_executor loop, const config& cfg);
 
   std::string describe() const override;
+  std::string node() const override { return conn_.peer(); }
   boost::asio::awaitable<void> open() override;
   void close() noexcept override;
 
@@ -75,17 +80,20 @@ class rabbitmq_job_source : public job_source {
   std::size_t waiting() const noexcept { return conn_.arrived(); }
 
  private:
-  broker_job to_job(amqp_delivery d) const;
+  broker_job to_job(amqp_delivery d);
 
   const config& cfg_;
   amqp_connection conn_;
   std::uint16_t prefetch_;
   std::size_t asked_ = 0;
+  std::uint64_t unnamed_ = 0; // messages without a usable message_id so far
 };
 
 class rabbitmq_reply_sink : public reply_sink {
  public:
-  rabbitmq_reply_sink(boost::asio::any_io_executor loop, const config& cfg);
+  // `log`, when given, tells of replies put elsewhere than asked (put).
+  rabbitmq_reply_sink(boost::asio::any_io_executor loop, const config& cfg,
+                      std::shared_ptr<spdlog::logger> log = nullptr);
 
   std::string describe() const override;
   boost::asio::awaitable<void> open() override;
@@ -103,8 +111,11 @@ class rabbitmq_reply_sink : public reply_sink {
   std::string reply_queue_for(const journal_entry& entry) const;
 
  private:
+  boost::asio::awaitable<void> declare_once(const std::string& queue);
+
   const config& cfg_;
   amqp_connection conn_;
+  std::shared_ptr<spdlog::logger> log_;
   // Reply queues declared on this connection, so that progress replies do
   // not declare again; bounded, the oldest forgotten first.
   std::deque<std::string> declared_order_;

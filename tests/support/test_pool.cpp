@@ -28,6 +28,7 @@ namespace bs_router::testing {
 namespace {
 
 constexpr const char* watching_marker = "watching tube ";
+constexpr const char* rabbitmq_marker = "connected to rabbitmq ";
 constexpr std::chrono::seconds router_stop_limit{60};
 constexpr std::chrono::seconds client_run_limit{60};
 
@@ -246,7 +247,22 @@ std::string fake_stdout_bytes_text(std::size_t n) {
 }
 
 test_pool::test_pool(const beanstalkd_server& server, const nlohmann::json& extra)
-    : server_(server) {
+    : server_(&server) {
+  make_directory();
+  write_config(extra);
+}
+
+test_pool::test_pool(const rabbitmq_target& target, const nlohmann::json& extra) : rabbitmq_(target) {
+  make_directory();
+  write_config(extra);
+}
+
+const beanstalkd_server& test_pool::beanstalk() const {
+  if (!server_) throw std::logic_error("test_pool: a pool on RabbitMQ has no beanstalkd");
+  return *server_;
+}
+
+void test_pool::make_directory() {
   std::string templ = (std::filesystem::temp_directory_path() / "bs_router_pool.XXXXXX").string();
   if (mkdtemp(templ.data()) == nullptr)
     throw std::runtime_error("mkdtemp " + templ + ": " + std::strerror(errno));
@@ -261,7 +277,6 @@ test_pool::test_pool(const beanstalkd_server& server, const nlohmann::json& extr
   std::filesystem::permissions(logdir(), std::filesystem::perms(0750));
   std::filesystem::create_directory(statedir());
   std::filesystem::permissions(statedir(), std::filesystem::perms(0700));
-  write_config(extra);
 }
 
 test_pool::~test_pool() {
@@ -281,6 +296,30 @@ std::string test_pool::reply_tube(std::uint64_t job_id) const {
 }
 
 void test_pool::write_config(const nlohmann::json& extra) {
+  if (rabbitmq_) {
+    nlohmann::json cfg = {
+        {"cbsdenv", dir_.string()},
+        {"cbsdcolor", false},
+        {"broker", "rabbitmq"},
+        {"logfile", log_path().string()},
+        {"cbsd_path", FAKE_CBSD_PATH},
+        {"statedir", statedir().string()},
+        {"rabbitmq",
+         {
+             {"uris", rabbitmq_->uris},
+             {"queue", tube_},
+             {"reply_queue_prefix", reply_tube_prefix()},
+             {"reconnect_timeout", 1},
+             {"publish_timeout", 5},
+             {"heartbeat", 10},
+             {"logdir", logdir().string()},
+         }},
+    };
+    cfg.merge_patch(extra);
+    write_file(config_path(), cfg.dump(2) + "\n");
+    config_ = std::move(cfg);
+    return;
+  }
   nlohmann::json cfg = {
       {"cbsdenv", dir_.string()},
       {"cbsdcolor", false},
@@ -290,7 +329,7 @@ void test_pool::write_config(const nlohmann::json& extra) {
       {"statedir", statedir().string()},
       {"beanstalkd",
        {
-           {"uri", server_.uri()},
+           {"uri", beanstalk().uri()},
            {"tube", tube_},
            {"reply_tube_prefix", reply_tube_prefix()},
            {"reconnect_timeout", 1},
@@ -324,8 +363,6 @@ pid_t test_pool::start_router(const std::vector<std::string>& extra_args,
   std::error_code no_log_yet;
   const auto log_offset = std::filesystem::file_size(log_path(), no_log_yet);
   const std::size_t offset = no_log_yet ? 0 : static_cast<std::size_t>(log_offset);
-  const std::string marker = watching_marker + tube_;
-
   std::vector<std::string> args{"-config", config_path().string()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   spawn_router(args);
@@ -334,20 +371,34 @@ pid_t test_pool::start_router(const std::vector<std::string>& extra_args,
   wait_until(
       [&] {
         const std::string text = log_text();
-        serving = text.find(marker, text.size() >= offset ? offset : 0) != std::string::npos;
+        serving = serving_line(text, text.size() >= offset ? offset : 0);
         return serving || !router_running();
       },
       limit);
   if (serving) return router_pid_;
   std::string why;
   if (router_running()) {
-    why = "did not log \"" + marker + "\" within " + std::to_string(limit.count()) + " ms";
+    why = "did not log that it serves its " + std::string(rabbitmq_ ? "queue" : "tube") + " within " + std::to_string(limit.count()) + " ms";
     kill_router();
   } else {
     why = "exited with status " + std::to_string(exit_status_of(*router_status_));
   }
   throw std::runtime_error("bs_router " + why + "\nrouter.out:\n" + output_text() +
                            "\nrouter.log:\n" + log_text());
+}
+
+// The log line of a router that serves the pool's tube (or queue).
+bool test_pool::serving_line(const std::string& text, std::size_t offset) const {
+  if (!rabbitmq_) return text.find(watching_marker + tube_, offset) != std::string::npos;
+  const std::string queue = " queue " + config_.at("rabbitmq").at("queue").get<std::string>();
+  for (std::size_t at = text.find(rabbitmq_marker, offset); at != std::string::npos;
+       at = text.find(rabbitmq_marker, at + 1)) {
+    const std::size_t end = text.find('\n', at);
+    const std::string line = text.substr(at, end == std::string::npos ? std::string::npos : end - at);
+    if (line.size() >= queue.size() && line.compare(line.size() - queue.size(), queue.size(), queue) == 0)
+      return true;
+  }
+  return false;
 }
 
 void test_pool::reap_router(int wait_status) {
@@ -428,7 +479,7 @@ std::string test_pool::log_text() const { return read_file(log_path()); }
 std::string test_pool::output_text() const { return read_file(output_path()); }
 
 beanstalk_test_client& test_pool::client() {
-  if (!client_.connected()) client_.connect(server_.host(), server_.port());
+  if (!client_.connected()) client_.connect(beanstalk().host(), beanstalk().port());
   return client_;
 }
 
@@ -454,7 +505,7 @@ std::uint64_t test_pool::put_job(const nlohmann::ordered_json& body, unsigned pr
 
 std::uint64_t test_pool::put_raw_job(std::string_view body, unsigned priority,
                                      unsigned delay_seconds, unsigned ttr_seconds) {
-  return with_reconnect(client_, server_, [&](beanstalk_test_client& c) {
+  return with_reconnect(client_, beanstalk(), [&](beanstalk_test_client& c) {
     return c.put(tube_, body, priority, delay_seconds, ttr_seconds);
   });
 }
@@ -466,14 +517,14 @@ std::uint64_t test_pool::put_job(const char* body, unsigned priority, unsigned d
 
 std::optional<nlohmann::json> test_pool::wait_reply(std::uint64_t job_id,
                                                     std::chrono::seconds timeout) {
-  return with_reconnect(client_, server_, [&](beanstalk_test_client& c) {
+  return with_reconnect(client_, beanstalk(), [&](beanstalk_test_client& c) {
     return c.wait_reply(reply_tube(job_id), timeout);
   });
 }
 
 std::vector<nlohmann::json> test_pool::wait_final_reply(std::uint64_t job_id,
                                                         std::chrono::seconds timeout) {
-  return with_reconnect(client_, server_, [&](beanstalk_test_client& c) {
+  return with_reconnect(client_, beanstalk(), [&](beanstalk_test_client& c) {
     return c.wait_final_reply(reply_tube(job_id), timeout);
   });
 }

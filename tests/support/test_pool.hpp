@@ -59,11 +59,22 @@ std::string fake_stdout_bytes_text(std::size_t n);
 
 // --- the pool -----------------------------------------------------------------
 
+// The RabbitMQ nodes a pool's router uses ("broker": "rabbitmq"), tried in
+// turn; the pool's tube is then its queue.
+struct rabbitmq_target {
+  std::vector<std::string> uris;
+};
+
 class test_pool {
  public:
   // `extra` is merged into the generated config (RFC 7386 merge patch: nested
   // objects merge, null removes a key).
   explicit test_pool(const beanstalkd_server& server,
+                     const nlohmann::json& extra = nlohmann::json::object());
+  // A pool on RabbitMQ: the config's "rabbitmq" section names `target`'s
+  // nodes, the queue tube() and the reply queue prefix reply_tube_prefix().
+  // The beanstalkd helpers (client(), put_job, wait_reply) are not for it.
+  explicit test_pool(const rabbitmq_target& target,
                      const nlohmann::json& extra = nlohmann::json::object());
   // Kills a router still running, then removes the directory, unless the test
   // failed: then the directory is kept and its path printed.
@@ -93,7 +104,8 @@ class test_pool {
   void write_config(const nlohmann::json& extra);
 
   // Starts bs_router -config <file> <extra_args...> (output to router.out) and
-  // returns once its log says "watching tube <tube>"; throws if the router
+  // returns once its log says "watching tube <tube>" (RabbitMQ: "connected
+  // to rabbitmq ... queue <queue>", the config's queue); throws if the router
   // exits or does not get there within `limit`.
   pid_t start_router(const std::vector<std::string>& extra_args = {},
                      std::chrono::milliseconds limit = std::chrono::seconds{30});
@@ -150,7 +162,12 @@ class test_pool {
  private:
   void reap_router(int wait_status);
 
-  const beanstalkd_server& server_;
+  void make_directory();
+  bool serving_line(const std::string& text, std::size_t offset) const;
+  const beanstalkd_server& beanstalk() const;
+
+  const beanstalkd_server* server_ = nullptr;
+  std::optional<rabbitmq_target> rabbitmq_;
   std::filesystem::path dir_;
   bool keep_directory_ = false;
   std::string tube_;
