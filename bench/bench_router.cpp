@@ -13,12 +13,21 @@
 // stand-in, and this program as the controller. Nothing here is a test: the
 // exit status is 0 when every measurement ran, whatever the figures.
 
+#include "bs_router/amqp_connection.hpp"
+#include "bs_router/rabbitmq_config.hpp"
+
+#include "support/amqp_test_client.hpp"
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
 #include "support/cbsd_fixture.hpp"
 #include "support/loopback.hpp"
+#include "support/rabbitmq_node.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
+
+#include <utility>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/fmt/fmt.h>
@@ -34,6 +43,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <set>
@@ -56,6 +66,7 @@ using namespace bs_router::testing;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 using nlohmann::json;
+namespace asio = boost::asio;
 
 constexpr const char* cbsd_stub_path = CBSD_STUB_PATH;
 constexpr int parallel_spawns = 8; // the baseline's "in flight" beside the sequential one
@@ -83,6 +94,8 @@ constexpr double target_lookup_spawn_ratio = 0.80;
 constexpr int lookup_max_jobs[] = {4, 16};
 // Where the stand-in counts its runs (see cbsd_stub.c).
 constexpr const char* stub_runs_file = "cbsd_stub.runs";
+// --rabbitmq: the bursts' concurrency on every broker.
+constexpr int rabbitmq_bench_max_jobs = 8;
 
 struct settings {
   std::size_t jobs = 2000;
@@ -91,6 +104,7 @@ struct settings {
   std::string journal_dir; // non-empty: extra runs with each router's statedir under it
   bool keep_files = false;  // leave the run's directory in place
   bool lookups_only = false; // only the baselines and the look-ups' runs
+  bool rabbitmq = false;     // only the baselines and beanstalkd beside RabbitMQ (one node, three)
 };
 
 // --- small helpers ---------------------------------------------------------------
@@ -986,7 +1000,9 @@ const char* usage_text =
     "                     to see what the journal's writes cost\n"
     "  --keep-files       leave the run's directory (pools, job files) in place\n"
     "  --lookups-only     only the baselines and the look-ups' runs (jname jobs, the cbsd\n"
-    "                     commands beside CBSD's databases)\n";
+    "                     commands beside CBSD's databases)\n"
+    "  --rabbitmq         only the baselines and a burst and one-at-a-time runs on beanstalkd,\n"
+    "                     one RabbitMQ node and a 3-node cluster, with each broker's own round trip\n";
 
 std::size_t positive_number(const std::string& option, const char* text) {
   try {
@@ -1022,6 +1038,8 @@ settings parse_command_line(int argc, char** argv) {
       s.keep_files = true;
     } else if (arg == "--lookups-only") {
       s.lookups_only = true;
+    } else if (arg == "--rabbitmq") {
+      s.rabbitmq = true;
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage_text;
       std::exit(0);
@@ -1041,6 +1059,383 @@ settings parse_command_line(int argc, char** argv) {
 }
 
 void progress(const std::string& what) { std::cerr << "bench_router: " << what << std::endl; }
+
+// --- RabbitMQ beside beanstalkd (--rabbitmq) -------------------------------------
+
+// The same router runs with "broker": "rabbitmq" against one node and a
+// three-node cluster (tests/support/rabbitmq_node.hpp), beside beanstalkd in
+// the same run. Jobs go on the pool's queue with message ids bench<i>;
+// replies come back on <prefix>bench<i>, the quorum queues the router
+// declares, as bs_router-client's do.
+
+struct rabbitmq_target {
+  std::string label;
+  std::vector<std::string> uris;
+  std::uint16_t port = 0; // the node the controller side uses
+};
+
+// Publish→confirm round trips of persistent messages on a quorum queue: the
+// broker's own share of every job and reply.
+struct confirm_result {
+  std::string label;
+  std::size_t runs = 0;
+  double p50_ms = 0;
+  double p99_ms = 0;
+  // queue.declare of a new reply queue (durable quorum, as the router's
+  // reply sink and bs_router-client declare one per job); RabbitMQ only.
+  std::optional<double> declare_p50_ms;
+};
+
+// New reply queues declared per target, for their p50.
+constexpr std::size_t reply_queue_declares = 30;
+
+// Runs one coroutine to its end on `io`.
+void run_on(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
+  std::exception_ptr failure;
+  bool finished = false;
+  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
+    failure = ep;
+    finished = true;
+  });
+  io.restart();
+  io.run_for(600s);
+  if (!finished) throw std::runtime_error("a RabbitMQ step did not finish within 600 s");
+  if (failure) std::rethrow_exception(failure);
+}
+
+bs_router::amqp_settings bench_amqp_settings(const std::string& uri) {
+  std::string problem;
+  auto parsed = bs_router::parse_amqp_uri(uri, problem);
+  if (!parsed) throw std::runtime_error(uri + ": " + problem);
+  bs_router::amqp_settings s;
+  s.uris = {*parsed};
+  s.operation_timeout = 30s;
+  s.publish_timeout = 30s;
+  s.max_body_bytes = 1 << 20;
+  return s;
+}
+
+confirm_result measure_confirms(const rabbitmq_target& target, std::size_t runs) {
+  asio::io_context io;
+  bs_router::amqp_connection conn(io.get_executor(), bench_amqp_settings(target.uris.front()));
+  const std::string queue = unique_name("bench_confirm");
+  std::vector<double> ms;
+  run_on(io, [&]() -> asio::awaitable<void> {
+    co_await conn.open();
+    co_await conn.declare_reply_queue(queue);
+    for (std::size_t i = 0; i < latency_warmup_runs + runs; ++i) {
+      const auto started = steady::now();
+      co_await conn.publish(queue, "{}", fmt::format("m{}", i), "");
+      if (i >= latency_warmup_runs) ms.push_back(milliseconds_between(started, steady::now()));
+    }
+    co_await conn.delete_queue(queue);
+  });
+  std::vector<double> declare_ms;
+  run_on(io, [&]() -> asio::awaitable<void> {
+    for (std::size_t i = 0; i < reply_queue_declares; ++i) {
+      const std::string name = fmt::format("{}.declared{}", queue, i);
+      const auto started = steady::now();
+      co_await conn.declare_reply_queue(name);
+      declare_ms.push_back(milliseconds_between(started, steady::now()));
+      co_await conn.delete_queue(name);
+    }
+  });
+  conn.close();
+  confirm_result result{target.label, ms.size(), percentile(ms, 0.50), percentile(ms, 0.99), std::nullopt};
+  result.declare_p50_ms = percentile(declare_ms, 0.50);
+  return result;
+}
+
+// beanstalkd's counterpart: put → INSERTED, one at a time.
+confirm_result measure_beanstalk_puts(std::size_t runs) {
+  beanstalkd_server server;
+  test_pool pool(server);
+  std::vector<double> ms;
+  for (std::size_t i = 0; i < latency_warmup_runs + runs; ++i) {
+    const auto started = steady::now();
+    pool.client().put(pool.tube(), "{}");
+    if (i >= latency_warmup_runs) ms.push_back(milliseconds_between(started, steady::now()));
+  }
+  return confirm_result{"beanstalkd", ms.size(), percentile(ms, 0.50), percentile(ms, 0.99), std::nullopt};
+}
+
+struct rabbitmq_pool {
+  std::string queue = unique_name("bench_pool");
+  std::string reply_prefix = unique_name("bench_result") + ".";
+  std::uint16_t metrics_port = free_loopback_port();
+};
+
+void configure_rabbitmq(test_pool& pool, const rabbitmq_pool& p, const rabbitmq_target& target, int max_jobs) {
+  pool.write_config({{"cbsd_path", cbsd_stub_path},
+                     {"max_jobs", max_jobs},
+                     {"metrics_listen", fmt::format("127.0.0.1:{}", p.metrics_port)},
+                     {"broker", "rabbitmq"},
+                     {"beanstalkd", nullptr},
+                     {"rabbitmq",
+                      {{"uris", target.uris},
+                       {"queue", p.queue},
+                       {"reply_queue_prefix", p.reply_prefix},
+                       {"reconnect_timeout", 1},
+                       {"logdir", pool.logdir().string()}}}});
+}
+
+// Starts the router and returns once it consumes the pool's queue.
+void start_rabbitmq_router(test_pool& pool, const rabbitmq_pool& p) {
+  pool.spawn_router({"-config", pool.config_path().string()});
+  const bool serving = wait_until(
+      [&] {
+        const std::string log = pool.log_text();
+        return log.find("queue " + p.queue) != std::string::npos || !pool.router_running();
+      },
+      60s, broker_poll_interval);
+  if (!serving || !pool.router_running())
+    throw std::runtime_error("bs_router did not serve " + p.queue + ":\n" + pool.output_text() + pool.log_text());
+}
+
+std::optional<std::string> rabbitmq_reply_problem(const std::optional<amqp_test_message>& m, const std::string& id) {
+  if (!m) return "no reply";
+  if (m->correlation_id != id) return "correlation_id is not " + id;
+  json reply = json::parse(m->body, nullptr, false);
+  if (!reply.is_object()) return "not a JSON object";
+  if (reply.value("JobID", json()) != id) return "JobID is not " + id;
+  if (reply.value("ErrCode", json()) != 0) return "ErrCode " + reply.value("ErrCode", json()).dump();
+  if (reply.value("Progress", json()) != 100) return "Progress is not 100";
+  if (reply.value("Message", json()) != "ok\n") return "Message is not the stand-in's output";
+  return std::nullopt;
+}
+
+// Takes and checks every job's reply and deletes its queue (the node is the
+// run's: hundreds of quorum queues left behind would slow what follows).
+reply_tally collect_rabbitmq_replies(amqp_test_client& client, const rabbitmq_pool& p, std::size_t jobs) {
+  reply_tally tally;
+  for (std::size_t i = 0; i < jobs; ++i) {
+    const std::string id = fmt::format("bench{}", i);
+    const std::string queue = p.reply_prefix + id;
+    std::optional<amqp_test_message> m;
+    try {
+      if (client.queue_exists(queue)) m = client.get(queue);
+    } catch (const std::exception& ex) {
+      ++tally.invalid;
+      tally.note(ex.what());
+      continue;
+    }
+    if (const auto problem = rabbitmq_reply_problem(m, id)) {
+      ++(m ? tally.invalid : tally.lost);
+      tally.note(id + ": " + *problem);
+    }
+    if (m) client.delete_queue(queue);
+  }
+  return tally;
+}
+
+// As run_burst: every job on the queue first, then the router starts; done
+// when it has run them all and holds no reply unsent (its metrics).
+burst_result run_rabbitmq_burst(const rabbitmq_target& target, std::size_t jobs, int max_jobs) {
+  beanstalkd_server unused; // test_pool wants one; the config names RabbitMQ
+  test_pool pool(unused);
+  pool.keep_directory(); // see work_directory
+  const rabbitmq_pool p;
+  configure_rabbitmq(pool, p, target, max_jobs);
+  amqp_test_client client(target.port);
+  client.declare_quorum_queue(p.queue, true);
+  for (std::size_t i = 0; i < jobs; ++i) client.publish(p.queue, job_body(i, false), fmt::format("bench{}", i));
+
+  burst_result result;
+  result.max_jobs = max_jobs;
+  result.jobs = jobs;
+  const auto started = steady::now();
+  start_rabbitmq_router(pool, p);
+  wait_until(
+      [&] {
+        const auto done = metric_sample(p.metrics_port, "bs_router_job_duration_seconds_count");
+        const auto unsent = metric_sample(p.metrics_port, "bs_router_replies_waiting");
+        return done && unsent && *done >= static_cast<double>(jobs) && *unsent == 0;
+      },
+      60s + jobs * 200ms, broker_poll_interval);
+  result.seconds = seconds_between(started, steady::now());
+  result.vm_hwm_kb = proc_status_kb(pool.router_pid(), "VmHWM");
+  if (const auto cpu = proc_cpu(pool.router_pid()))
+    result.router_cpu_ms_per_job =
+        cpu_split{cpu->own_ms / static_cast<double>(jobs), cpu->children_ms / static_cast<double>(jobs)};
+  result.peak_rss_kb = stop_router_and_read_peak_kb(pool);
+  result.replies = collect_rabbitmq_replies(client, p, jobs);
+  client.delete_queue(p.queue);
+  return result;
+}
+
+// As run_latency: one job at a time, from just before the publish to the
+// delivery of its reply, the reply queue declared and consumed first (as
+// bs_router-client does).
+latency_result run_rabbitmq_latency(const rabbitmq_target& target, std::size_t runs) {
+  beanstalkd_server unused;
+  test_pool pool(unused);
+  pool.keep_directory();
+  const rabbitmq_pool p;
+  configure_rabbitmq(pool, p, target, 1);
+  latency_result result;
+  const auto starting = steady::now();
+  start_rabbitmq_router(pool, p);
+  result.startup_ms = milliseconds_between(starting, steady::now());
+
+  asio::io_context io;
+  bs_router::amqp_connection conn(io.get_executor(), bench_amqp_settings(target.uris.front()));
+  std::vector<double> latencies_ms, run_ms;
+  run_on(io, [&]() -> asio::awaitable<void> {
+    co_await conn.open();
+    co_await conn.declare_job_queue(p.queue);
+    for (std::size_t i = 0; i < latency_warmup_runs + runs; ++i) {
+      const std::string id = fmt::format("bench{}", i);
+      co_await conn.declare_reply_queue(p.reply_prefix + id);
+      co_await conn.consume(p.reply_prefix + id);
+      const auto put_at = steady::now();
+      co_await conn.publish(p.queue, job_body(i, false), id, id);
+      auto d = co_await conn.next(std::chrono::duration_cast<std::chrono::milliseconds>(reply_wait_limit));
+      const auto replied_at = steady::now();
+      if (!d) {
+        ++result.replies.lost;
+        result.replies.note(id + ": no reply within " + std::to_string(reply_wait_limit.count()) + " s");
+        continue;
+      }
+      co_await conn.ack(d->delivery_tag);
+      amqp_test_message m;
+      m.body = d->body;
+      m.correlation_id = d->correlation_id;
+      if (const auto problem = rabbitmq_reply_problem(m, id)) {
+        ++result.replies.invalid;
+        result.replies.note(id + ": " + *problem);
+      }
+      if (i < latency_warmup_runs) continue;
+      latencies_ms.push_back(milliseconds_between(put_at, replied_at));
+      run_ms.push_back(json::parse(d->body, nullptr, false).value("Duration", 0.0) * 1000);
+    }
+  });
+  conn.close();
+  result.runs = latencies_ms.size();
+  result.p50_ms = percentile(latencies_ms, 0.50);
+  result.p99_ms = percentile(latencies_ms, 0.99);
+  result.run_p50_ms = percentile(run_ms, 0.50);
+  stop_router_and_read_peak_kb(pool);
+  amqp_test_client client(target.port);
+  for (std::size_t i = 0; i < latency_warmup_runs + runs; ++i) client.delete_queue(p.reply_prefix + fmt::format("bench{}", i));
+  client.delete_queue(p.queue);
+  return result;
+}
+
+struct broker_runs {
+  std::string label;
+  burst_result burst;
+  latency_result latency;
+  confirm_result confirm;
+};
+
+struct rabbitmq_report {
+  baseline_result before, after;
+  std::vector<broker_runs> brokers; // beanstalkd, one node, three nodes
+  std::string load_before, load_after;
+  double form_seconds = 0;
+  double sequential_rate() const { return (before.sequential_per_second + after.sequential_per_second) / 2; }
+  double parallel_rate() const { return (before.parallel_per_second + after.parallel_per_second) / 2; }
+};
+
+void print_rabbitmq_report(const rabbitmq_report& r, const settings& options) {
+  std::cout << "\n#### Machine\n\n" << machine_description()
+            << fmt::format("- load average (1, 5, 15 min): {} before, {} after\n", r.load_before, r.load_after)
+            << fmt::format("- the 3-node cluster took {:.0f} s to form\n\n", r.form_seconds);
+  std::cout << "#### Baseline: the stand-in spawned directly (posix_spawn + waitpid)\n\n"
+            << "| | before | after | used for ratios |\n|---|---|---|---|\n"
+            << fmt::format("| spawns/s, one at a time | {:.0f} | {:.0f} | {:.0f} |\n", r.before.sequential_per_second,
+                           r.after.sequential_per_second, r.sequential_rate())
+            << fmt::format("| spawns/s, {} in flight | {:.0f} | {:.0f} | {:.0f} |\n\n", parallel_spawns,
+                           r.before.parallel_per_second, r.after.parallel_per_second, r.parallel_rate());
+  std::cout << fmt::format("#### Burst: {} jobs (no jname) in the broker, then the router starts, max_jobs {}\n\n",
+                           options.jobs, rabbitmq_bench_max_jobs)
+            << "| broker | jobs/s | bare spawns/s beside, before / after | ÷ that (the ratio) | ÷ the run's spawn rate "
+               "| ÷ beanstalkd's jobs/s | CPU ms per job, router + children | lost | invalid | peak RSS MB |\n"
+            << "|---|---|---|---|---|---|---|---|---|---|\n";
+  const double beanstalk_rate = r.brokers.empty() ? 0 : r.brokers.front().burst.jobs_per_second();
+  for (const auto& b : r.brokers)
+    std::cout << fmt::format("| {} | {:.1f} | {:.0f} / {:.0f} | **{:.0f}%** | {:.0f}% | {:.0f}% | {} | {} | {} | {} |\n",
+                             b.label, b.burst.jobs_per_second(), b.burst.adjacent_rate_before,
+                             b.burst.adjacent_rate_after, 100 * b.burst.ratio(),
+                             100 * b.burst.jobs_per_second() / r.parallel_rate(),
+                             100 * b.burst.jobs_per_second() / beanstalk_rate, cpu_text(b.burst.router_cpu_ms_per_job),
+                             b.burst.replies.lost, b.burst.replies.invalid, megabytes(b.burst.peak_rss_kb));
+  std::cout << fmt::format("\n#### One job at a time, {} runs after {} warm-up runs; the broker's own round trip\n\n",
+                           options.latency_runs, latency_warmup_runs)
+            << "| broker | put-to-reply p50 ms | p99 ms | one bare spawn p50 just before, ms | p50 − that, ms "
+               "| reply Duration p50 ms | publish→confirm (beanstalkd: put→INSERTED) p50 / p99 ms "
+               "| declaring a new reply queue p50 ms | lost | invalid |\n"
+            << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& b : r.brokers)
+    std::cout << fmt::format("| {} | {:.2f} | {:.2f} | {:.2f} | **{:.2f}** | {:.2f} | {:.2f} / {:.2f} | {} | {} | {} |\n",
+                             b.label, b.latency.p50_ms, b.latency.p99_ms, b.latency.adjacent_spawn_p50_ms,
+                             b.latency.p50_ms - b.latency.adjacent_spawn_p50_ms, b.latency.run_p50_ms,
+                             b.confirm.p50_ms, b.confirm.p99_ms,
+                             b.confirm.declare_p50_ms ? fmt::format("{:.2f}", *b.confirm.declare_p50_ms) : "none",
+                             b.latency.replies.lost, b.latency.replies.invalid);
+  for (const auto& b : r.brokers) {
+    if (!b.burst.replies.first_problem.empty())
+      std::cout << "\n" << b.label << ", burst, first problem: " << b.burst.replies.first_problem << "\n";
+    if (!b.latency.replies.first_problem.empty())
+      std::cout << "\n" << b.label << ", one at a time, first problem: " << b.latency.replies.first_problem << "\n";
+  }
+}
+
+broker_runs measure_broker(const std::string& label, const settings& options,
+                           const std::function<burst_result()>& burst,
+                           const std::function<latency_result()>& latency,
+                           const std::function<confirm_result()>& confirm) {
+  broker_runs runs;
+  runs.label = label;
+  progress(fmt::format("{}: burst of {} jobs, max_jobs {}", label, options.jobs, rabbitmq_bench_max_jobs));
+  const double rate_before = adjacent_spawn_rate(rabbitmq_bench_max_jobs, options.jobs);
+  runs.burst = burst();
+  runs.burst.adjacent_rate_before = rate_before;
+  runs.burst.adjacent_rate_after = adjacent_spawn_rate(rabbitmq_bench_max_jobs, options.jobs);
+  progress(fmt::format("{}: {} round trips", label, options.latency_runs));
+  std::vector<double> spawn_ms;
+  measure_sequential(stub_spawner(), options.jobs, &spawn_ms);
+  runs.latency = latency();
+  runs.latency.adjacent_spawn_p50_ms = percentile(spawn_ms, 0.50);
+  runs.confirm = confirm();
+  return runs;
+}
+
+int run_rabbitmq_bench(const settings& options) {
+  rabbitmq_report r;
+  r.load_before = load_average();
+  progress(fmt::format("baseline: {} spawns of {}", options.jobs, cbsd_stub_path));
+  r.before = measure_baseline(options.jobs);
+  const std::size_t confirms = std::max<std::size_t>(options.latency_runs, 200);
+
+  r.brokers.push_back(measure_broker(
+      "beanstalkd", options, [&] { return run_burst(options.jobs, rabbitmq_bench_max_jobs, false, ""); },
+      [&] { return run_latency(options.latency_runs, ""); }, [&] { return measure_beanstalk_puts(confirms); }));
+  {
+    progress("RabbitMQ: one node");
+    rabbitmq_node node;
+    const rabbitmq_target target{"RabbitMQ, one node", {node.uri()}, node.amqp_port()};
+    r.brokers.push_back(measure_broker(
+        target.label, options, [&] { return run_rabbitmq_burst(target, options.jobs, rabbitmq_bench_max_jobs); },
+        [&] { return run_rabbitmq_latency(target, options.latency_runs); },
+        [&] { return measure_confirms(target, confirms); }));
+  }
+  {
+    progress("RabbitMQ: a 3-node cluster");
+    rabbitmq_cluster cluster;
+    r.form_seconds = cluster.form_seconds();
+    const rabbitmq_target target{"RabbitMQ, 3 nodes", cluster.uris(), cluster.node(0).amqp_port()};
+    r.brokers.push_back(measure_broker(
+        target.label, options, [&] { return run_rabbitmq_burst(target, options.jobs, rabbitmq_bench_max_jobs); },
+        [&] { return run_rabbitmq_latency(target, options.latency_runs); },
+        [&] { return measure_confirms(target, confirms); }));
+  }
+  progress("baseline again");
+  r.after = measure_baseline(options.jobs);
+  r.load_after = load_average();
+  print_rabbitmq_report(r, options);
+  return 0;
+}
 
 } // namespace
 
@@ -1090,6 +1485,14 @@ int main(int argc, char** argv) {
   }
 
   const work_directory work(options.keep_files);
+  if (options.rabbitmq) {
+    try {
+      return run_rabbitmq_bench(options);
+    } catch (const std::exception& ex) {
+      std::cerr << "bench_router: " << ex.what() << "\n";
+      return 1;
+    }
+  }
   try {
     report r;
     r.options = options;

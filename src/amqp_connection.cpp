@@ -68,11 +68,15 @@ boost::asio::awaitable<T> call(state_ptr s, std::string op, std::chrono::millise
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
   timer.expires_after(limit);
   p->waker = &timer;
-  if (!p->done) {
+  s->call_wakers.insert(&timer);
+  if (!p->done && !s->broken) {
     boost::system::error_code ignored;
     co_await timer.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ignored));
   }
+  s->call_wakers.erase(&timer);
   p->waker = nullptr;
+  // Broken or closed meanwhile (by another call's failure, or close()).
+  if (!p->done && s->broken) throw broker_error(op, s->broken_code, s->broken_reason);
   if (!p->done) {
     s->abort_socket();
     const std::string detail = "no answer within " + std::to_string(limit.count()) + " ms";
@@ -174,6 +178,17 @@ boost::asio::awaitable<void> amqp_connection::declare_reply_queue(const std::str
     args[1].value.kind = AMQP_FIELD_KIND_I32;
     args[1].value.value.i32 = reply_queue_expires_ms;
     declare(t, queue, amqp_table_t{2, args});
+    return none{};
+  });
+  co_await call<none>(state_, std::move(op), settings_.operation_timeout, std::move(work));
+}
+
+boost::asio::awaitable<void> amqp_connection::delete_queue(const std::string& queue) {
+  std::string op = "queue.delete " + loggable(queue, max_queue_name);
+  work_fn<none> work = returning<none>([queue](state& t) {
+    t.require_connected("queue.delete");
+    amqp_queue_delete(t.conn, channel, bytes_of(queue), 0, 0);
+    check_reply(amqp_get_rpc_reply(t.conn), "queue.delete");
     return none{};
   });
   co_await call<none>(state_, std::move(op), settings_.operation_timeout, std::move(work));

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <variant>
 
@@ -161,6 +162,10 @@ struct amqp_connection::state : std::enable_shared_from_this<amqp_connection::st
   std::string peer;
   std::deque<amqp_delivery> deliveries;
   boost::asio::steady_timer* arrival_waker = nullptr;
+  // The timers of the calls waiting for the thread: a connection that
+  // breaks or is closed ends them at once rather than at their deadlines
+  // (a client's --timeout closes the connection to end what it waits for).
+  std::set<boost::asio::steady_timer*> call_wakers;
 
   // Loop side: hands work to the thread.
   void submit(std::function<void()> work) {
@@ -225,6 +230,7 @@ struct amqp_connection::state : std::enable_shared_from_this<amqp_connection::st
     // Their delivery tags died with the channel: the broker hands them out again.
     deliveries.clear();
     if (arrival_waker) arrival_waker->cancel();
+    for (boost::asio::steady_timer* t : call_wakers) t->cancel();
   }
 
   // --- the thread ---

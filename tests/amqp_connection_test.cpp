@@ -15,11 +15,14 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <functional>
 #include <iostream>
+
+#include <unistd.h>
 
 namespace bs_router {
 namespace {
@@ -278,6 +281,42 @@ TEST(AmqpConnection, DeclareWithOtherArgumentsNamesTheOperation) {
   EXPECT_NE(what.find("queue.declare " + queue), std::string::npos) << what;
   EXPECT_NE(what.find("406 PRECONDITION_FAILED"), std::string::npos) << what;
   EXPECT_FALSE(conn.is_open());
+}
+
+TEST(AmqpConnection, DeleteQueueRemovesItAndWhatItHolds) {
+  asio::io_context io;
+  rabbitmq_node& node = shared_rabbitmq_node();
+  amqp_connection conn(io.get_executor(), settings_for(node));
+  amqp_test_client client(node.amqp_port());
+  const std::string queue = unique_name("reply");
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await conn.open();
+    co_await conn.declare_reply_queue(queue);
+    co_await conn.publish(queue, "{}", "m1", "m1");
+    co_await conn.delete_queue(queue);
+  });
+  EXPECT_FALSE(client.queue_exists(queue));
+}
+
+// A listener that never answers: open() waits for connection.start. A
+// close() meanwhile ends the wait then (not_open), not at the deadline of
+// the handshake (timed_out).
+TEST(AmqpConnection, CloseEndsACallWaitingForTheBroker) {
+  std::uint16_t port = 0;
+  const int listener = testing::listen_on_loopback(&port, "silent broker");
+  asio::io_context io;
+  std::string problem;
+  amqp_settings s;
+  s.uris = {*parse_amqp_uri("amqp://guest:guest@127.0.0.1:" + std::to_string(port) + "/", problem)};
+  s.operation_timeout = 20s;
+  amqp_connection conn(io.get_executor(), s);
+  asio::steady_timer closer(io);
+  closer.expires_after(200ms);
+  closer.async_wait([&](boost::system::error_code) { conn.close(); });
+  std::string what;
+  const std::error_code code = error_of(io, [&]() -> asio::awaitable<void> { co_await conn.open(); }, &what);
+  ::close(listener);
+  EXPECT_EQ(code, make_error_code(amqp_errc::not_open)) << what;
 }
 
 TEST(AmqpConnection, TriesTheNextUriWhenOneIsDown) {

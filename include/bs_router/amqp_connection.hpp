@@ -20,6 +20,9 @@
 //   by the broker, a nack, a confirm that does not come)--> broken
 //   open|broken --close()--> closed          (the caller opens again)
 //
+// A call waiting for the broker when the connection breaks or is closed
+// ends then, with broker_error, not at its deadline.
+//
 // Publishes are confirmed (confirm.select): publish() returns once the
 // broker has acked the message, and fails on basic.nack, on basic.return
 // (mandatory: no queue took it) and when no confirm came within the publish
@@ -105,6 +108,9 @@ class amqp_connection {
   // while that node is down every reply to it is returned (NO_ROUTE).
   boost::asio::awaitable<void> declare_job_queue(const std::string& queue);
   boost::asio::awaitable<void> declare_reply_queue(const std::string& queue);
+  // queue.delete, whatever it holds and whoever consumes it (a consumer of
+  // this connection then gets basic.cancel, which breaks the connection).
+  boost::asio::awaitable<void> delete_queue(const std::string& queue);
   // basic.qos prefetch-count (per consumer, for the next basic.consume).
   boost::asio::awaitable<void> set_prefetch(std::uint16_t count);
   // basic.consume with manual acks; returns the consumer tag.
