@@ -13,7 +13,7 @@ broker_roles make_broker(boost::asio::any_io_executor executor, const config& cf
     // holds up the deliveries, nor they the replies.
     struct rabbitmq_roles {
       rabbitmq_roles(boost::asio::any_io_executor executor, const config& cfg, std::shared_ptr<spdlog::logger> log)
-          : source(executor, cfg), sink(executor, cfg, std::move(log)) {}
+          : source(executor, cfg, log), sink(executor, cfg, log) {}
       rabbitmq_job_source source;
       rabbitmq_reply_sink sink;
     };

@@ -52,8 +52,10 @@ std::string delivery_problem(const amqp_delivery& d, std::size_t max_body_bytes)
 
 // --- job source ----------------------------------------------------------------
 
-rabbitmq_job_source::rabbitmq_job_source(boost::asio::any_io_executor loop, const config& cfg)
+rabbitmq_job_source::rabbitmq_job_source(boost::asio::any_io_executor loop, const config& cfg,
+                                         std::shared_ptr<spdlog::logger> log)
     : cfg_(cfg),
+      log_(std::move(log)),
       conn_(std::move(loop), amqp_settings_for(cfg)),
       prefetch_(static_cast<std::uint16_t>(std::clamp(cfg.max_jobs, 1, 65535))) {}
 
@@ -99,12 +101,31 @@ broker_job rabbitmq_job_source::to_job(amqp_delivery d) {
   return job;
 }
 
+void rabbitmq_job_source::remember_ack(const std::string& id) {
+  if (!valid_message_id(id) || !acked_.insert(id).second) return;
+  acked_order_.push_back(id);
+  if (acked_order_.size() > max_remembered_acks) {
+    acked_.erase(acked_order_.front());
+    acked_order_.pop_front();
+  }
+}
+
+boost::asio::awaitable<bool> rabbitmq_job_source::taken_before(const amqp_delivery& d) {
+  if (!valid_message_id(d.message_id) || !acked_.count(d.message_id)) co_return false;
+  if (log_)
+    log_->warn("job {} came back after it was acknowledged (the ack was lost with its connection, or the message "
+               "was published twice); acknowledged again, not run again",
+               loggable(d.message_id, max_message_id_chars));
+  co_await conn_.ack(d.delivery_tag);
+  co_return true;
+}
+
 boost::asio::awaitable<std::optional<broker_job>> rabbitmq_job_source::next(std::chrono::milliseconds at_most) {
   // The broker pushes deliveries; the wait only bounds how long the router
   // goes without looking at anything else.
   const std::chrono::milliseconds wait = std::min<std::chrono::milliseconds>(at_most, delivery_poll);
   auto d = co_await conn_.next(wait);
-  if (!d) co_return std::nullopt;
+  if (!d || co_await taken_before(*d)) co_return std::nullopt;
   std::optional<broker_job> job = to_job(std::move(*d));
   co_return job;
 }
@@ -117,7 +138,9 @@ boost::asio::awaitable<void> rabbitmq_job_source::ask_more(std::size_t n) {
 
 boost::asio::awaitable<std::vector<broker_job>> rabbitmq_job_source::collect_more() {
   std::vector<broker_job> jobs;
-  for (amqp_delivery& d : conn_.take_arrived(asked_)) jobs.push_back(to_job(std::move(d)));
+  std::vector<amqp_delivery> arrived = conn_.take_arrived(asked_);
+  for (amqp_delivery& d : arrived)
+    if (!co_await taken_before(d)) jobs.push_back(to_job(std::move(d)));
   asked_ = 0;
   co_return jobs;
 }
@@ -128,6 +151,7 @@ boost::asio::awaitable<std::vector<bool>> rabbitmq_job_source::hold(const std::v
     try {
       co_await conn_.ack(jobs[i]->handle);
       held[i] = true;
+      remember_ack(jobs[i]->id);
     } catch (const broker_error&) {
       // The connection failed: this ack and the rest are not known to have
       // reached the broker; settle() tells once the messages come again.
@@ -226,16 +250,19 @@ boost::asio::awaitable<void> rabbitmq_reply_sink::put(const journal_entry& entry
   // nowhere to go, and is dropped as sent.
   if (own_queue && !valid_message_id(id)) co_return;
   const std::string queue = reply_queue_for(entry);
-  if (own_queue) co_await declare_once(queue);
-  // A job's reply_to names a queue of the controller's: it must exist
-  // (mandatory), or the publish fails as returned.
   const std::string text = body(budget());
   if (ready) co_await ready();
+  if (own_queue) {
+    co_await publish_to_own(queue, text, id);
+    co_return;
+  }
+  // A job's reply_to names a queue of the controller's: it must exist
+  // (mandatory), or the publish fails as returned.
   bool returned = false;
   try {
     co_await conn_.publish(queue, text, id, id);
   } catch (const broker_error& e) {
-    if (own_queue || e.code() != make_error_code(amqp_errc::returned)) throw;
+    if (e.code() != make_error_code(amqp_errc::returned)) throw;
     returned = true;
   }
   if (!returned) co_return;
@@ -252,8 +279,25 @@ boost::asio::awaitable<void> rabbitmq_reply_sink::put(const journal_entry& entry
   if (log_) log_->warn("the reply of job {} was returned by the broker from reply_to {} (no such queue, or its node "
                        "is down); put on {} instead", loggable(id), loggable(queue, max_queue_name),
                        loggable(fallback, max_queue_name));
-  co_await declare_once(fallback);
-  co_await conn_.publish(fallback, text, id, id);
+  co_await publish_to_own(fallback, text, id);
+}
+
+// A queue of the pool's own, declared on this connection before, may be gone
+// since (its controller deleted it after the final reply, or x-expires did):
+// a reply it returns is put again once the queue is declared again, rather
+// than retried for ever.
+boost::asio::awaitable<void> rabbitmq_reply_sink::publish_to_own(const std::string& queue, const std::string& text,
+                                                                 const std::string& id) {
+  co_await declare_once(queue);
+  try {
+    co_await conn_.publish(queue, text, id, id);
+    co_return;
+  } catch (const broker_error& e) {
+    if (e.code() != make_error_code(amqp_errc::returned)) throw;
+  }
+  declared_.erase(queue);
+  co_await declare_once(queue);
+  co_await conn_.publish(queue, text, id, id);
 }
 
 boost::asio::awaitable<bool> rabbitmq_reply_sink::finish(const journal_entry&) {

@@ -313,6 +313,29 @@ TEST(RabbitmqReplySink, ARepliesQueueIsDeclaredAgainAfterAReconnect) {
   EXPECT_EQ(reply->body, "second");
 }
 
+// A reply queue of the pool's own deleted while the connection that
+// declared it lives (the client deletes its queue after the final reply; a
+// reply sent again after a lost confirm then finds none): the reply comes
+// back returned, the queue is declared again and the reply put there, rather
+// than retried for ever behind every other reply.
+TEST(RabbitmqReplySink, AReplyQueueDeletedOnTheSameConnectionIsDeclaredAgain) {
+  asio::io_context io;
+  const config cfg = pool_config();
+  rabbitmq_reply_sink sink(io.get_executor(), cfg);
+  const journal_entry entry = entry_for("19", "{}");
+  amqp_test_client client(shared_rabbitmq_node().amqp_port());
+  run(io, [&]() -> asio::awaitable<void> {
+    co_await sink.open();
+    co_await put_text(sink, entry, "first");
+  });
+  client.delete_queue(cfg.rabbitmq.reply_queue_prefix + "19");
+  run(io, [&]() -> asio::awaitable<void> { co_await put_text(sink, entry, "again"); });
+  EXPECT_TRUE(sink.is_open());
+  const auto reply = client.get(cfg.rabbitmq.reply_queue_prefix + "19");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->body, "again");
+}
+
 TEST(RabbitmqReplySink, ReplyToNamesTheQueueAndAMissingOneFallsBackToTheDefaultQueue) {
   asio::io_context io;
   const config cfg = pool_config();

@@ -168,6 +168,28 @@ TEST(RabbitmqRouter, AMessageAgainWhoseIdTheJournalKnowsIsAcknowledgedAndNotRunA
   EXPECT_EQ(pool.runs_of("jcreate").size(), 1u);
 }
 
+// An ack is never confirmed: one lost with its node brings the message back
+// on the next connection, maybe after its job was answered and its journal
+// entry gone. The same message again after the final reply stands for that:
+// acknowledged, not run again, no second reply.
+TEST(RabbitmqRouter, AMessageAgainAfterItsJobWasAnsweredIsAcknowledgedAndNotRunAgain) {
+  test_pool pool(shared_node());
+  pool.start_router();
+  controller c(pool);
+  const body job{{"Command", "jls"}};
+  c.publish("job-3b", job);
+  auto replies = c.wait_final(c.reply_queue("job-3b"));
+  ASSERT_EQ(replies.size(), 1u);
+  ASSERT_TRUE(wait_until([&] { return bs_router::journal::inspect(pool.statedir().string()).empty(); }))
+      << pool.log_text();
+  c.publish("job-3b", job);
+  ASSERT_TRUE(wait_until([&] { return pool.log_text().find("job job-3b came back") != std::string::npos; }))
+      << pool.log_text();
+  EXPECT_TRUE(wait_until([&] { return c.broker().message_count(c.queue()) == 0; }));
+  c.expect_no_more(c.reply_queue("job-3b"));
+  EXPECT_EQ(pool.runs_of("jls").size(), 1u);
+}
+
 TEST(RabbitmqRouter, RouterKilledDuringARunReplies1003AfterRestartAndDoesNotRunAgain) {
   test_pool pool(shared_node());
   pool.start_router();

@@ -47,7 +47,9 @@ std::string delivery_problem(const amqp_delivery& d, std::size_t max_body_bytes)
 
 class rabbitmq_job_source : public job_source {
  public:
-  rabbitmq_job_source(boost::asio::any_io_executor loop, const config& cfg);
+  // `log`, when given, tells of messages acknowledged again and not handed over.
+  rabbitmq_job_source(boost::asio::any_io_executor loop, const config& cfg,
+                      std::shared_ptr<spdlog::logger> log = nullptr);
 
   std::string describe() const override;
   std::string node() const override { return conn_.peer(); }
@@ -79,14 +81,28 @@ class rabbitmq_job_source : public job_source {
   // Deliveries arrived and not handed over yet.
   std::size_t waiting() const noexcept { return conn_.arrived(); }
 
+  // At most this many message ids acknowledged are remembered (see acked_).
+  static constexpr std::size_t max_remembered_acks = 65536;
+
  private:
   broker_job to_job(amqp_delivery d);
+  // Whether `d` is a message this source acknowledged already: then it is
+  // acknowledged again, and not handed over.
+  boost::asio::awaitable<bool> taken_before(const amqp_delivery& d);
+  void remember_ack(const std::string& id);
 
   const config& cfg_;
+  std::shared_ptr<spdlog::logger> log_;
   amqp_connection conn_;
   std::uint16_t prefetch_;
   std::size_t asked_ = 0;
   std::uint64_t unnamed_ = 0; // messages without a usable message_id so far
+  // Message ids acknowledged, the newest last. An ack is never confirmed:
+  // one lost with its connection (a node killed) brings the message back,
+  // maybe after its job was answered and its journal entry gone, when
+  // nothing else would know it. Memory only: a router that restarts forgets.
+  std::deque<std::string> acked_order_;
+  std::set<std::string> acked_;
 };
 
 class rabbitmq_reply_sink : public reply_sink {
@@ -112,6 +128,7 @@ class rabbitmq_reply_sink : public reply_sink {
 
  private:
   boost::asio::awaitable<void> declare_once(const std::string& queue);
+  boost::asio::awaitable<void> publish_to_own(const std::string& queue, const std::string& text, const std::string& id);
 
   const config& cfg_;
   amqp_connection conn_;
