@@ -17,6 +17,7 @@
 #include "bs_router/rabbitmq_config.hpp"
 
 #include "support/amqp_test_client.hpp"
+#include "support/run_coroutine.hpp"
 #include "support/beanstalk_test_client.hpp"
 #include "support/beanstalkd_server.hpp"
 #include "support/cbsd_fixture.hpp"
@@ -1091,16 +1092,8 @@ constexpr std::size_t reply_queue_declares = 30;
 
 // Runs one coroutine to its end on `io`.
 void run_on(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
-    failure = ep;
-    finished = true;
-  });
-  io.restart();
-  io.run_for(600s);
-  if (!finished) throw std::runtime_error("a RabbitMQ step did not finish within 600 s");
-  if (failure) std::rethrow_exception(failure);
+  if (!bs_router::testing::run_coroutine(io, std::move(body), 600s))
+    throw std::runtime_error("a RabbitMQ step did not finish within 600 s");
 }
 
 bs_router::amqp_settings bench_amqp_settings(const std::string& uri) {

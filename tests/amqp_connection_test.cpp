@@ -6,6 +6,7 @@
 #include "bs_router/broker.hpp"
 
 #include "support/amqp_test_client.hpp"
+#include "support/run_coroutine.hpp"
 #include "support/loopback.hpp"
 #include "support/rabbitmq_node.hpp"
 #include "support/wait.hpp"
@@ -36,16 +37,7 @@ using testing::unique_name;
 
 // Runs one coroutine to its end; a bug fails the test instead of hanging it.
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
-    failure = ep;
-    finished = true;
-  });
-  io.restart();
-  io.run_for(120s);
-  ASSERT_TRUE(finished) << "coroutine did not finish";
-  if (failure) std::rethrow_exception(failure);
+  ASSERT_TRUE(bs_router::testing::run_coroutine(io, std::move(body), 120s)) << "coroutine did not finish";
 }
 
 amqp_settings settings_for(const rabbitmq_node& node) {

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "support/wire_script.hpp"
+#include "support/run_coroutine.hpp"
 
 namespace bs_router {
 namespace {
@@ -21,16 +22,7 @@ using namespace std::chrono_literals;
 using testing::wire_script;
 
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
-    failure = ep;
-    finished = true;
-  });
-  io.run_for(60s);
-  io.restart();
-  ASSERT_TRUE(finished) << "coroutine did not finish";
-  if (failure) std::rethrow_exception(failure);
+  ASSERT_TRUE(bs_router::testing::run_coroutine(io, std::move(body), 60s)) << "coroutine did not finish";
 }
 
 // The answer to `stats` that connect() reads: the broker's limit and version.

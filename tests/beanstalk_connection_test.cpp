@@ -10,6 +10,7 @@
 
 #include "bs_router/beanstalk_connection.hpp"
 #include "support/beanstalkd_server.hpp"
+#include "support/run_coroutine.hpp"
 #include "support/scripted_broker.hpp"
 #include "support/wire_script.hpp"
 
@@ -22,16 +23,7 @@ using testing::beanstalkd_server;
 
 // Runs one coroutine to its end; a bug fails the test instead of hanging it.
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
-    failure = ep;
-    finished = true;
-  });
-  io.run_for(60s);
-  io.restart();
-  ASSERT_TRUE(finished) << "coroutine did not finish";
-  if (failure) std::rethrow_exception(failure);
+  ASSERT_TRUE(bs_router::testing::run_coroutine(io, std::move(body), 60s)) << "coroutine did not finish";
 }
 
 boost::system::error_code error_of(asio::io_context& io, std::function<asio::awaitable<void>()> body) {

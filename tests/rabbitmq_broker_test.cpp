@@ -4,6 +4,7 @@
 #include "bs_router/rabbitmq_broker.hpp"
 
 #include "support/amqp_test_client.hpp"
+#include "support/run_coroutine.hpp"
 #include "support/rabbitmq_node.hpp"
 
 #include <gtest/gtest.h>
@@ -28,16 +29,7 @@ using testing::shared_rabbitmq_node;
 using testing::unique_name;
 
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
-    failure = ep;
-    finished = true;
-  });
-  io.restart();
-  io.run_for(120s);
-  ASSERT_TRUE(finished) << "coroutine did not finish";
-  if (failure) std::rethrow_exception(failure);
+  ASSERT_TRUE(bs_router::testing::run_coroutine(io, std::move(body), 120s)) << "coroutine did not finish";
 }
 
 // A pool config on the shared node, with queue names of its own.

@@ -8,6 +8,7 @@
 
 #include "bs_router/journal.hpp"
 #include "support/amqp_test_client.hpp"
+#include "support/run_coroutine.hpp"
 #include "support/rabbitmq_node.hpp"
 #include "support/test_pool.hpp"
 #include "support/wait.hpp"
@@ -126,16 +127,7 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 void run(asio::io_context& io, std::function<asio::awaitable<void>()> body) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(io, body(), [&](std::exception_ptr ep) {
-    failure = ep;
-    finished = true;
-  });
-  io.restart();
-  io.run_for(180s);
-  ASSERT_TRUE(finished) << "coroutine did not finish";
-  if (failure) std::rethrow_exception(failure);
+  ASSERT_TRUE(bs_router::testing::run_coroutine(io, std::move(body), 180s)) << "coroutine did not finish";
 }
 
 // The router's connection to the node that holds the queue's leader dies
