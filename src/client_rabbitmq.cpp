@@ -26,6 +26,7 @@
 #include "bs_router/broker.hpp"
 #include "bs_router/escape.hpp"
 #include "bs_router/rabbitmq_broker.hpp"
+#include "bs_router/unix_time.hpp"
 
 namespace bs_router {
 
@@ -45,8 +46,7 @@ std::string make_message_id() {
   const std::uint64_t r = (static_cast<std::uint64_t>(random()) << 32) ^ random();
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r));
-  const auto now =
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::int64_t now = unix_now();
   return "bs_router-client." + std::to_string(now) + "." + std::to_string(::getpid()) + "." + hex;
 }
 

@@ -181,7 +181,6 @@ void router::take(broker_job taken, intake& batch) {
   job->entry.body = std::move(taken.body);
   job->entry.taken_at = now;
   job->entry.taken_over = taken.taken_over;
-  job->handle = taken.handle;
   job->broker_life = sink_.life();
   job->request = std::move(decoded.job);
   move_to(job, job_phase::holding);

@@ -88,8 +88,6 @@ std::size_t scheduler::free_slots() const {
   return claimed < slots_ ? slots_ - claimed : 0;
 }
 
-bool scheduler::is_running(key job) const { return running_.count(job) != 0; }
-
 std::optional<scheduler::placement> scheduler::where(key job) const {
   if (running_.count(job)) return placement::runs;
   if (std::any_of(ready_.begin(), ready_.end(), [job](const auto& r) { return r.first == job; }))

@@ -54,7 +54,6 @@ class scheduler {
   std::size_t waiting_for_jname() const { return waiting_behind_; }
   // Slots that neither a running job nor one waiting for a slot claims.
   std::size_t free_slots() const;
-  bool is_running(key job) const;
   // Where a job admitted and not finished or withdrawn is now.
   std::optional<placement> where(key job) const;
 

@@ -32,7 +32,6 @@ struct tracked_job {
   // The scheduler gave it a slot while the broker was still being asked to
   // hold it: it starts once held.
   bool slot_granted = false;
-  std::uint64_t handle = 0;           // the broker connection's handle
   std::uint64_t broker_life = 0;      // reply_sink::life() when it was taken
   std::uint64_t journal_sequence = 0; // the append that recorded its latest state
   // The key of a signed job whose signature held: its replies are signed
