@@ -35,17 +35,6 @@ struct failure {
   std::string detail;
 };
 
-// One open database; closed however the read ends.
-struct connection {
-  sqlite3* db = nullptr;
-  connection() = default;
-  connection(const connection&) = delete;
-  connection& operator=(const connection&) = delete;
-  ~connection() {
-    if (db) sqlite3_close_v2(db);
-  }
-};
-
 struct statement {
   sqlite3_stmt* stmt = nullptr;
   statement() = default;
@@ -61,7 +50,7 @@ std::string errno_text(int err) { return std::strerror(err); }
 // What lstat says of `path`: a directory or a regular file as expected, or
 // the failure. Never through a link: a link where CBSD keeps none is not
 // CBSD's layout.
-std::optional<failure> check_kind(const std::string& path, bool directory) {
+std::optional<failure> check_kind(const std::string& path, bool directory, file_identity* identity = nullptr) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     const int err = errno;
@@ -72,7 +61,16 @@ std::optional<failure> check_kind(const std::string& path, bool directory) {
   if (!ok)
     return failure{database_problem::layout,
                    path + (directory ? ": not a directory (or a link)" : ": not a regular file (or a link)")};
+  if (identity) *identity = file_identity{st.st_dev, st.st_ino};
   return std::nullopt;
+}
+
+// What the path names now, for held_databases::confirm; a path that is not
+// there any more names no file.
+file_identity identity_now(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return {};
+  return file_identity{st.st_dev, st.st_ino};
 }
 
 database_problem problem_of(int code) {
@@ -84,24 +82,6 @@ database_problem problem_of(int code) {
     case SQLITE_ERROR: return database_problem::layout; // no such table or column
     default: return database_problem::unreadable;
   }
-}
-
-// Opens `path` read-only: a missing file is an error, never an empty new
-// database; the last component is never followed if it is a link.
-std::optional<failure> open_readonly(const std::string& path, std::chrono::milliseconds busy_timeout,
-                                     connection& conn) {
-  int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
-#ifdef SQLITE_OPEN_NOFOLLOW
-  flags |= SQLITE_OPEN_NOFOLLOW;
-#endif
-  const int rc = sqlite3_open_v2(path.c_str(), &conn.db, flags, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string why = conn.db ? sqlite3_errmsg(conn.db) : sqlite3_errstr(rc);
-    return failure{problem_of(rc), path + ": " + why};
-  }
-  sqlite3_extended_result_codes(conn.db, 1);
-  sqlite3_busy_timeout(conn.db, static_cast<int>(busy_timeout.count()));
-  return std::nullopt;
 }
 
 // A stored value as bget prints it: NULL, empty, too long or on several
@@ -118,22 +98,22 @@ std::optional<std::string> value_of(sqlite3_stmt* stmt, int column) {
 
 // Runs one statement that yields at most one row; `row` gets its columns
 // (empty vector entries for no value), nullopt when there is no row.
-std::optional<failure> query_row(connection& conn, const std::string& path, const std::string& sql,
+std::optional<failure> query_row(sqlite3* db, const std::string& path, const std::string& sql,
                                  std::optional<std::string_view> parameter,
                                  std::optional<std::vector<std::optional<std::string>>>& row) {
   statement st;
-  int rc = sqlite3_prepare_v2(conn.db, sql.c_str(), static_cast<int>(sql.size()), &st.stmt, nullptr);
-  if (rc != SQLITE_OK) return failure{problem_of(rc), path + ": " + sqlite3_errmsg(conn.db)};
+  int rc = sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &st.stmt, nullptr);
+  if (rc != SQLITE_OK) return failure{problem_of(rc), path + ": " + sqlite3_errmsg(db)};
   if (parameter) {
     rc = sqlite3_bind_text(st.stmt, 1, parameter->data(), static_cast<int>(parameter->size()), SQLITE_TRANSIENT);
-    if (rc != SQLITE_OK) return failure{problem_of(rc), path + ": " + sqlite3_errmsg(conn.db)};
+    if (rc != SQLITE_OK) return failure{problem_of(rc), path + ": " + sqlite3_errmsg(db)};
   }
   rc = sqlite3_step(st.stmt);
   if (rc == SQLITE_DONE) {
     row.reset();
     return std::nullopt;
   }
-  if (rc != SQLITE_ROW) return failure{problem_of(rc), path + ": " + sqlite3_errmsg(conn.db)};
+  if (rc != SQLITE_ROW) return failure{problem_of(rc), path + ": " + sqlite3_errmsg(db)};
   std::vector<std::optional<std::string>> values;
   const int columns = sqlite3_column_count(st.stmt);
   for (int i = 0; i < columns; ++i) values.push_back(value_of(st.stmt, i));
@@ -179,13 +159,13 @@ bool is_plain_name(std::string_view jname) {
 cbsd_database::cbsd_database(std::string cbsdenv, std::chrono::milliseconds busy_timeout)
     : cbsdenv_(std::move(cbsdenv)),
       inventory_path_(join(join(join(cbsdenv_, "var"), "db"), "local.sqlite")),
-      busy_timeout_(busy_timeout) {}
+      held_(busy_timeout) {}
 
 namespace {
 
 // W/var/db/local.sqlite is a link to inv.<nodename>.sqlite beside it: the
 // only link followed, and only to a plain name in the same directory.
-std::optional<failure> resolve_inventory(const std::string& cbsdenv, std::string& path) {
+std::optional<failure> resolve_inventory(const std::string& cbsdenv, std::string& path, file_identity& identity) {
   const std::string var = join(cbsdenv, "var");
   const std::string db_dir = join(var, "db");
   for (const std::string& dir : {var, db_dir})
@@ -208,33 +188,61 @@ std::optional<failure> resolve_inventory(const std::string& cbsdenv, std::string
       return failure{database_problem::layout, link + ": a link to somewhere else than a file beside it"};
     path = join(db_dir, name);
   }
-  return check_kind(path, false);
+  return check_kind(path, false, &identity);
 }
 
 } // namespace
 
-std::optional<std::string> cbsd_database::check_inventory() const {
+namespace {
+
+std::optional<failure> connect(held_databases& held, const std::string& path, file_identity seen, sqlite3*& db) {
+  int code = SQLITE_OK;
+  std::string message;
+  db = held.get(path, seen, code, message);
+  if (!db) return failure{problem_of(code), path + ": " + message};
+  return std::nullopt;
+}
+
+} // namespace
+
+std::optional<std::string> cbsd_database::check_inventory() {
   std::string path;
-  if (auto bad = resolve_inventory(cbsdenv_, path)) return bad->detail;
-  connection conn;
-  if (auto bad = open_readonly(path, busy_timeout_, conn)) return bad->detail;
-  statement st;
-  if (sqlite3_prepare_v2(conn.db, "PRAGMA table_info(jails)", -1, &st.stmt, nullptr) != SQLITE_OK)
-    return path + ": " + sqlite3_errmsg(conn.db);
+  file_identity identity;
+  if (auto bad = resolve_inventory(cbsdenv_, path, identity)) return bad->detail;
+  sqlite3* db = nullptr;
+  if (auto bad = connect(held_, path, identity, db)) return bad->detail;
   std::set<std::string> columns;
   int rc;
-  while ((rc = sqlite3_step(st.stmt)) == SQLITE_ROW)
-    if (const unsigned char* name = sqlite3_column_text(st.stmt, 1)) columns.insert(reinterpret_cast<const char*>(name));
-  if (rc != SQLITE_DONE) return path + ": " + sqlite3_errmsg(conn.db);
+  {
+    statement st;
+    if (sqlite3_prepare_v2(db, "PRAGMA table_info(jails)", -1, &st.stmt, nullptr) != SQLITE_OK) {
+      std::string why = path + ": " + sqlite3_errmsg(db);
+      held_.drop(path);
+      return why;
+    }
+    while ((rc = sqlite3_step(st.stmt)) == SQLITE_ROW)
+      if (const unsigned char* name = sqlite3_column_text(st.stmt, 1))
+        columns.insert(reinterpret_cast<const char*>(name));
+    if (rc != SQLITE_DONE) {
+      std::string why = path + ": " + sqlite3_errmsg(db);
+      held_.drop(path);
+      return why;
+    }
+  }
+  // The router's first read comes at the end of its first job: not held till then.
+  held_.close_all();
   if (columns.empty()) return path + ": no table jails";
   for (const char* needed : {"jname", "emulator"})
     if (!columns.count(needed)) return path + ": jails has no column " + needed;
   return std::nullopt;
 }
 
-database_read cbsd_database::read(std::string_view jname, bool want_vnc) const {
+database_read cbsd_database::read(std::string_view jname, bool want_vnc) {
   database_read out;
-  auto fail = [&out](failure f) {
+  // A failed read closes the connection it used, so that the next one
+  // starts from the file as it is then.
+  auto fail = [this, &out](failure f, const std::string& path = {}) {
+    if (!path.empty()) held_.drop(path);
     out.problem = f.problem;
     out.detail = std::move(f.detail);
     return out;
@@ -243,14 +251,14 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) const {
 
   // The emulator, from the global inventory.
   std::string inventory;
-  if (auto bad = resolve_inventory(cbsdenv_, inventory)) return fail(std::move(*bad));
+  file_identity inventory_seen;
+  if (auto bad = resolve_inventory(cbsdenv_, inventory, inventory_seen)) return fail(std::move(*bad));
   std::optional<std::vector<std::optional<std::string>>> row;
-  {
-    connection conn;
-    if (auto bad = open_readonly(inventory, busy_timeout_, conn)) return fail(std::move(*bad));
-    if (auto bad = query_row(conn, inventory, "SELECT emulator FROM jails WHERE jname = ?1 LIMIT 1", jname, row))
-      return fail(std::move(*bad));
-  }
+  sqlite3* db = nullptr;
+  if (auto bad = connect(held_, inventory, inventory_seen, db)) return fail(std::move(*bad));
+  if (auto bad = query_row(db, inventory, "SELECT emulator FROM jails WHERE jname = ?1 LIMIT 1", jname, row))
+    return fail(std::move(*bad), inventory);
+  held_.confirm(inventory, inventory_seen, identity_now(inventory));
   lookup_values values;
   if (!row) { // unknown to CBSD: what bget gives
     out.values = values;
@@ -276,16 +284,16 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) const {
   const std::string vm_dir = join(system_dir, jname);
   const std::string vm_db = join(vm_dir, "local.sqlite");
   for (const std::string& dir : {system_dir, vm_dir})
-    if (auto bad = check_kind(dir, true)) return fail(std::move(*bad));
-  if (auto bad = check_kind(vm_db, false)) return fail(std::move(*bad));
-  connection conn;
-  if (auto bad = open_readonly(vm_db, busy_timeout_, conn)) return fail(std::move(*bad));
+    if (auto bad = check_kind(dir, true)) return fail(std::move(*bad), vm_db);
+  file_identity vm_seen;
+  if (auto bad = check_kind(vm_db, false, &vm_seen)) return fail(std::move(*bad), vm_db);
+  if (auto bad = connect(held_, vm_db, vm_seen, db)) return fail(std::move(*bad));
 
   if (!settings_columns.empty()) {
     std::string sql = "SELECT ";
     for (std::size_t i = 0; i < settings_columns.size(); ++i) sql += (i ? ", " : "") + settings_columns[i];
     sql += " FROM settings LIMIT 1";
-    if (auto bad = query_row(conn, vm_db, sql, std::nullopt, row)) return fail(std::move(*bad));
+    if (auto bad = query_row(db, vm_db, sql, std::nullopt, row)) return fail(std::move(*bad), vm_db);
     if (row) {
       std::size_t i = 0;
       if (!layout->guid_column.empty()) values.guid = (*row)[i++].value_or("0");
@@ -299,9 +307,10 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) const {
   }
   if (!layout->disk_table.empty()) {
     const std::string sql = "SELECT dsk_zfs_guid FROM " + sql_name(layout->disk_table) + " WHERE dsk_path = ?1 LIMIT 1";
-    if (auto bad = query_row(conn, vm_db, sql, first_disk_path, row)) return fail(std::move(*bad));
+    if (auto bad = query_row(db, vm_db, sql, first_disk_path, row)) return fail(std::move(*bad), vm_db);
     if (row) values.dsk_guid = (*row)[0].value_or("0");
   }
+  held_.confirm(vm_db, vm_seen, identity_now(vm_db));
   out.values = std::move(values);
   return out;
 }

@@ -20,6 +20,9 @@ namespace {
 // A look-up prints one short value; more than this is not a value anyway.
 constexpr std::size_t lookup_capture_limit = 4096;
 constexpr auto lookup_timeout = 60s;
+// Reads of a burst come milliseconds apart; after this long without one the
+// database connections are closed.
+constexpr auto connections_idle_close = 10s;
 
 // 1500 ms as "1.5", 2000 ms as "2": the exact value in the fewest digits.
 std::string seconds_text(std::chrono::milliseconds ms) {
@@ -84,7 +87,15 @@ cbsd_runner::cbsd_runner(asio::io_context& io, const config& cfg, job_files& fil
   choose_lookup_source();
 }
 
-cbsd_runner::~cbsd_runner() = default;
+cbsd_runner::~cbsd_runner() {
+  if (!database_thread_) return;
+  // The timer's wait is dropped with the thread's work; the timer itself
+  // goes before the pool whose services it uses.
+  database_thread_->stop();
+  database_thread_->join();
+  connections_idle_.reset();
+  database_thread_.reset();
+}
 
 void cbsd_runner::choose_lookup_source() {
   if (cfg_.lookups == lookup_source::cbsd) {
@@ -104,7 +115,10 @@ void cbsd_runner::choose_lookup_source() {
   } else {
     log_->info("Guid, DskGuid and Vnc: asked of cbsd ({})", loggable(*problem));
   }
-  if (database_) database_thread_ = std::make_unique<asio::thread_pool>(1);
+  if (database_) {
+    database_thread_ = std::make_unique<asio::thread_pool>(1);
+    connections_idle_ = std::make_unique<asio::steady_timer>(database_thread_->get_executor());
+  }
 }
 
 // Runs on database_thread_ and hands the outcome back on the event loop
@@ -115,12 +129,28 @@ awaitable<database_read> cbsd_runner::read_database(std::string jname, bool want
       [this, jname = std::move(jname), want_vnc](auto handler) mutable {
         asio::post(*database_thread_, [this, jname = std::move(jname), want_vnc, handler = std::move(handler)]() mutable {
           database_read read = database_->read(jname, want_vnc);
+          last_read_ = std::chrono::steady_clock::now();
+          if (!idle_watch_armed_) watch_idle_connections(connections_idle_close);
           asio::post(io_, [handler = std::move(handler), read = std::move(read)]() mutable {
             std::move(handler)(std::move(read));
           });
         });
       },
       asio::use_awaitable);
+}
+
+// On the database thread. Armed once, not by every read: when it fires
+// before reads have stopped for connections_idle_close, it waits for the rest.
+void cbsd_runner::watch_idle_connections(std::chrono::steady_clock::duration after) {
+  idle_watch_armed_ = true;
+  connections_idle_->expires_after(after);
+  connections_idle_->async_wait([this](boost::system::error_code ec) {
+    idle_watch_armed_ = false;
+    if (ec) return;
+    const auto idle = std::chrono::steady_clock::now() - last_read_;
+    if (idle >= connections_idle_close) database_->close_connections();
+    else watch_idle_connections(connections_idle_close - idle);
+  });
 }
 
 awaitable<std::optional<std::string>> cbsd_runner::look_up(const std::vector<std::string>& args,

@@ -76,7 +76,7 @@ int checked(int fd, const directory& dir, const std::string& name, mode_t mode) 
     throw unsafe_path_error(dir.path_of(name) + ": " + problem);
   }
   const int flags = ::fcntl(fd, F_GETFL);
-  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  if (flags >= 0 && (flags & O_NONBLOCK) != 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
   if ((status.st_mode & 07777 & ~mode) != 0 && ::fchmod(fd, status.st_mode & mode & 07777) != 0) {
     const int error = errno;
     ::close(fd);
@@ -173,13 +173,16 @@ int open_own_file(const directory& dir, const std::string& name, int flags, mode
 }
 
 int create_new_file(const directory& dir, const std::string& name, int flags, mode_t mode) {
-  // A name left by an earlier life (or planted) is removed, not opened: an
-  // unlinked link leaves its target as it was.
-  if (::unlinkat(dir.fd(), name.c_str(), 0) != 0 && errno != ENOENT) {
-    // A directory cannot be unlinked so; the open below reports it.
+  const int create = flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC;
+  int fd = ::openat(dir.fd(), name.c_str(), create, mode);
+  if (fd < 0 && errno == EEXIST) {
+    // A name left by an earlier life (or planted) is removed, not opened: an
+    // unlinked link leaves its target as it was. (A directory cannot be
+    // unlinked so; the second open reports it.) Tried only when the name is
+    // taken, which saves a failing unlink on every new file.
+    ::unlinkat(dir.fd(), name.c_str(), 0);
+    fd = ::openat(dir.fd(), name.c_str(), create, mode);
   }
-  const int fd =
-      ::openat(dir.fd(), name.c_str(), flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, mode);
   if (fd < 0) throw_open_failure(dir, name, errno);
   return checked(fd, dir, name, mode);
 }

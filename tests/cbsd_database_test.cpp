@@ -149,6 +149,84 @@ TEST_F(CbsdDatabaseTest, ReadsWhileAWriterHoldsAWriteTransaction) {
   EXPECT_EQ(read_ok("vm1", true).guid, "uncommitted");
 }
 
+// The connections kept open between reads (held_databases.hpp) follow the
+// files: a database CBSD replaces, or a VM removed and created again under
+// its name, is read anew, never through the connection to the old file.
+TEST_F(CbsdDatabaseTest, AReplacedInventoryIsReadAnew) {
+  cbsd_database db(dir.string());
+  ASSERT_TRUE(db.read("vm1", true).values);
+  EXPECT_EQ(db.read("vm1", true).values->guid, "1111");
+  EXPECT_EQ(db.open_connections(), 2u); // the inventory and vm1's
+
+  // A new inventory file renamed over the old one, where vm1 is a jail.
+  const fs::path db_dir = dir / "var" / "db";
+  {
+    fixture::database fresh(db_dir / "inv.new.sqlite");
+    fresh.exec(fixture::create_table_sql("jails", fixture::jails_columns));
+    fixture::insert_row(fresh.get(), "jails", {{"jname", "vm1"}, {"emulator", "jail"}});
+  }
+  fs::rename(db_dir / "inv.new.sqlite", db_dir / "inv.testnode.sqlite");
+  const database_read r = db.read("vm1", true);
+  ASSERT_TRUE(r.values) << r.detail;
+  EXPECT_EQ(r.values->guid, "0");
+  EXPECT_EQ(r.values->dsk_guid, "0");
+}
+
+TEST_F(CbsdDatabaseTest, AVmCreatedAgainUnderItsNameIsReadAnew) {
+  cbsd_database db(dir.string());
+  ASSERT_TRUE(db.read("vm1", true).values);
+  // bremove, then bcreate again with other values, with no read between.
+  fs::remove_all(dir / "jails-system" / "vm1");
+  fixture::create_vm_tables(dir, "vm1", "bhyve");
+  {
+    fixture::database vm(fixture::vm_database_path(dir, "vm1"));
+    fixture::insert_row(vm.get(), "settings", {{"vm_zfs_guid", "9999"}, {"vnc_port", "5999"}});
+    fixture::insert_row(vm.get(), "bhyvedsk", {{"jname", "vm1"}, {"dsk_path", "dsk1.vhd"}, {"dsk_zfs_guid", "8888"}});
+  }
+  const database_read r = db.read("vm1", true);
+  ASSERT_TRUE(r.values) << r.detail;
+  EXPECT_EQ(r.values->guid, "9999");
+  EXPECT_EQ(r.values->dsk_guid, "8888");
+  EXPECT_EQ(r.values->vnc, "127.0.0.1:5999");
+}
+
+// A connection held between reads holds no read transaction: CBSD's writes
+// are seen by the next read, and a checkpoint that must wait for every
+// reader (TRUNCATE) completes and empties the -wal.
+TEST_F(CbsdDatabaseTest, HeldConnectionsHoldBackNoCheckpoint) {
+  cbsd_database db(dir.string());
+  ASSERT_TRUE(db.read("vm1", true).values);
+  ASSERT_EQ(db.open_connections(), 2u);
+  for (const fs::path& file : {fixture::vm_database_path(dir, "vm1"), fixture::inventory_path(dir)}) {
+    fixture::database writer(file);
+    if (file == fixture::inventory_path(dir)) writer.exec("UPDATE jails SET emulator = 'bhyve' WHERE jname = 'vm1'");
+    else writer.exec("UPDATE settings SET vm_zfs_guid = 'written'");
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(writer.get(), "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, nullptr), SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int(st, 0), 0) << file << ": the checkpoint was held back";
+    sqlite3_finalize(st);
+    EXPECT_EQ(fs::file_size(fs::canonical(file).string() + "-wal"), 0u) << file;
+  }
+  EXPECT_EQ(db.read("vm1", true).values->guid, "written");
+}
+
+TEST_F(CbsdDatabaseTest, HeldConnectionsAreBoundedAndCanBeClosed) {
+  cbsd_database db(dir.string());
+  for (int i = 0; i < 40; ++i) {
+    const std::string jname = "many" + std::to_string(i);
+    fixture::create_vm(dir, jname, "bhyve", {{{"vm_zfs_guid", std::to_string(i)}}, "d" + std::to_string(i)});
+    const database_read r = db.read(jname, false);
+    ASSERT_TRUE(r.values) << r.detail;
+    EXPECT_EQ(r.values->guid, std::to_string(i));
+    EXPECT_LE(db.open_connections(), held_databases::default_max_held);
+  }
+  EXPECT_EQ(db.open_connections(), held_databases::default_max_held);
+  db.close_connections();
+  EXPECT_EQ(db.open_connections(), 0u);
+  EXPECT_EQ(db.read("many3", false).values->dsk_guid, "d3"); // and opened again when needed
+}
+
 TEST_F(CbsdDatabaseTest, MissingDatabasesAreReportedAndNothingIsCreated) {
   fixture::add_to_inventory(dir, "nodb", "bhyve");
   const auto before = listing(dir);

@@ -4,15 +4,19 @@
 // Where the values are (shared/CBSD-DB.md), with W = cbsdenv:
 //   W/var/db/local.sqlite                 jails(jname, emulator): the emulator
 //   W/jails-system/<jname>/local.sqlite   settings (one row) and the disks
-// Every read opens the file read-only (never created, never changed), takes
-// one statement, and closes it: a WAL reader never blocks CBSD's writers and
-// holds back no checkpoint. Anything unexpected is a reason to ask cbsd
-// instead (the caller falls back), never to fail the job.
+// Every file is opened read-only (never created, never changed) and each
+// read is one statement at a time, finalized when it ends: a WAL reader
+// never blocks CBSD's writers and holds back no checkpoint. The connections
+// stay open between reads, each tied to its file (held_databases.hpp).
+// Anything unexpected is a reason to ask cbsd instead (the caller falls
+// back), never to fail the job.
 
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "bs_router/held_databases.hpp"
 
 namespace bs_router {
 
@@ -65,18 +69,22 @@ class cbsd_database {
 
   // For lookups=auto: nullopt when the global inventory is there with
   // jails(jname, emulator), else what is not as expected.
-  std::optional<std::string> check_inventory() const;
+  std::optional<std::string> check_inventory();
 
   // The values of `jname`. `want_vnc`: a bstart, whose reply carries Vnc.
   // A jname the inventory does not know gets "0", as bget gives.
-  database_read read(std::string_view jname, bool want_vnc) const;
+  database_read read(std::string_view jname, bool want_vnc);
+
+  // Closes the connections kept open between reads (reads have stopped).
+  void close_connections() { held_.close_all(); }
+  std::size_t open_connections() const { return held_.size(); }
 
   const std::string& inventory_path() const { return inventory_path_; }
 
  private:
   std::string cbsdenv_;
   std::string inventory_path_; // W/var/db/local.sqlite
-  std::chrono::milliseconds busy_timeout_;
+  held_databases held_;
 };
 
 } // namespace bs_router

@@ -7,8 +7,10 @@
 #include <utility>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -55,6 +57,7 @@ class cbsd_runner {
  private:
   void choose_lookup_source();
   boost::asio::awaitable<database_read> read_database(std::string jname, bool want_vnc);
+  void watch_idle_connections(std::chrono::steady_clock::duration after);
   boost::asio::awaitable<std::optional<std::string>> look_up(const std::vector<std::string>& args,
                                                              std::function<void(std::string_view)> stderr_sink);
 
@@ -66,9 +69,15 @@ class cbsd_runner {
   // Where Guid, DskGuid and Vnc are read (lookups): null when cbsd is asked.
   std::unique_ptr<cbsd_database> database_;
   std::set<database_problem> database_problems_logged_; // each cause of falling back, once
-  // Where the databases are read (cbsd_database::read is safe on another
-  // thread). Last, so that it is joined before anything it reads goes away.
+  // Where the databases are read (cbsd_database is used by that thread
+  // alone). Stopped and joined first thing in the destructor.
   std::unique_ptr<boost::asio::thread_pool> database_thread_;
+  // On database_thread_: closes the connections once reads have stopped for
+  // connections_idle_close, so that an idle router keeps no file of CBSD's
+  // open (removing a VM, replacing a database are then no concern).
+  std::unique_ptr<boost::asio::steady_timer> connections_idle_;
+  std::chrono::steady_clock::time_point last_read_; // on database_thread_ only
+  bool idle_watch_armed_ = false;                   // on database_thread_ only
 };
 
 } // namespace bs_router
