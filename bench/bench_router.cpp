@@ -106,7 +106,11 @@ struct settings {
   bool keep_files = false;  // leave the run's directory in place
   bool lookups_only = false; // only the baselines and the look-ups' runs
   bool rabbitmq = false;     // only the baselines and beanstalkd beside RabbitMQ (one node, three)
+  std::size_t vms = 0;       // jname jobs spread over this many VMs; 0: each its own
 };
+
+// settings::vms, for job_body: 0, each jname job its own VM.
+std::size_t jname_vms = 0;
 
 // --- small helpers ---------------------------------------------------------------
 
@@ -393,10 +397,13 @@ void remove_outside_statedir(const test_pool& pool, const std::string& journal_d
 }
 
 // Each job gets its own jname so that jname jobs may run side by side: the
-// router runs one job at a time per jname.
+// router runs one job at a time per jname. With --vms N they take turns
+// over N VMs instead (a VM's jobs one after another).
 std::string job_body(std::size_t index, bool with_jname) {
   if (with_jname)
-    return json{{"Command", "jstart"}, {"CommandArgs", {{"jname", fmt::format("bench{}", index)}}}}.dump();
+    return json{{"Command", "jstart"},
+                {"CommandArgs", {{"jname", fmt::format("bench{}", jname_vms ? index % jname_vms : index)}}}}
+        .dump();
   return json{{"Command", "jls"}, {"CommandArgs", {{"header", "0"}}}}.dump();
 }
 
@@ -433,7 +440,7 @@ using lookup_way = std::optional<std::string>;
 
 void prepare_lookups(const test_pool& pool, const lookup_way& way, std::size_t vms) {
   if (!way) return;
-  if (*way == "database") create_cbsd_databases(pool, vms);
+  if (*way == "database") create_cbsd_databases(pool, jname_vms ? std::min(vms, jname_vms) : vms);
   std::ofstream(pool.dir() / stub_runs_file); // the stand-in appends to it
 }
 
@@ -861,21 +868,23 @@ std::string way_label(const lookup_way& way) {
 
 void print_lookups_markdown(const report& r) {
   if (r.lookup_bursts.empty() && r.lookup_latencies.empty()) return;
-  std::cout << fmt::format("\n#### Look-ups: {} jname jobs on the tube (each its own VM), the cbsd commands "
+  std::cout << fmt::format("\n#### Look-ups: {} jname jobs on the tube ({}), the cbsd commands "
                            "(lookups \"cbsd\") beside CBSD's databases (lookups \"database\")\n\n",
-                           r.options.jobs)
+                           r.options.jobs,
+                           r.options.vms ? fmt::format("taking turns over {} VMs", r.options.vms) : "each its own VM")
             << "| max_jobs | lookups | jobs/s | cbsd runs per job (counted) | bare spawns/s beside "
-               "| jobs/s ÷ that | ÷ the cbsd way's jobs/s | ÷ the no-jname jobs/s | lost | invalid |\n"
-            << "|---|---|---|---|---|---|---|---|---|---|\n";
+               "| jobs/s ÷ that | ÷ the cbsd way's jobs/s | ÷ the no-jname jobs/s | CPU ms per job, router "
+               "(all its threads) + its cbsd runs | lost | invalid |\n"
+            << "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& b : r.lookup_bursts) {
     const burst_result* cbsd = b.lookups == "database" ? cbsd_way_beside(r, b) : nullptr;
     const burst_result* plain = b.lookups == "database" ? burst_beside(r, b, "") : nullptr;
-    std::cout << fmt::format("| {} | {} | {:.1f} | {} | {:.0f} | **{:.0f}%** | {} | {} | {} | {} |\n", b.max_jobs,
+    std::cout << fmt::format("| {} | {} | {:.1f} | {} | {:.0f} | **{:.0f}%** | {} | {} | {} | {} | {} |\n", b.max_jobs,
                              way_label(b.lookups), b.jobs_per_second(), runs_text(b.stub_runs, b.jobs),
                              b.adjacent_rate(), 100 * b.jobs_per_second() / b.adjacent_rate(),
                              cbsd ? fmt::format("**{:.2f}×**", b.jobs_per_second() / cbsd->jobs_per_second()) : "",
                              plain ? fmt::format("{:.0f}%", 100 * b.jobs_per_second() / plain->jobs_per_second()) : "",
-                             b.replies.lost, b.replies.invalid);
+                             cpu_text(b.router_cpu_ms_per_job), b.replies.lost, b.replies.invalid);
   }
   std::cout << "\n| one jname job at a time | put-to-reply p50 ms | p99 ms | one bare spawn p50 just before, ms "
                "| cbsd runs per job (counted) | lost | invalid |\n|---|---|---|---|---|---|---|\n";
@@ -1003,7 +1012,8 @@ const char* usage_text =
     "  --lookups-only     only the baselines and the look-ups' runs (jname jobs, the cbsd\n"
     "                     commands beside CBSD's databases)\n"
     "  --rabbitmq         only the baselines and a burst and one-at-a-time runs on beanstalkd,\n"
-    "                     one RabbitMQ node and a 3-node cluster, with each broker's own round trip\n";
+    "                     one RabbitMQ node and a 3-node cluster, with each broker's own round trip\n"
+    "  --vms N            jname jobs take turns over N VMs (default: each job its own VM)\n";
 
 std::size_t positive_number(const std::string& option, const char* text) {
   try {
@@ -1041,6 +1051,8 @@ settings parse_command_line(int argc, char** argv) {
       s.lookups_only = true;
     } else if (arg == "--rabbitmq") {
       s.rabbitmq = true;
+    } else if (arg == "--vms") {
+      s.vms = positive_number(arg, value());
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage_text;
       std::exit(0);
@@ -1468,6 +1480,7 @@ int main(int argc, char** argv) {
   settings options;
   try {
     options = parse_command_line(argc, argv);
+    jname_vms = options.vms;
   } catch (const std::exception& ex) {
     std::cerr << "bench_router: " << ex.what() << "\n" << usage_text;
     return 2;

@@ -159,7 +159,7 @@ bool is_plain_name(std::string_view jname) {
 cbsd_database::cbsd_database(std::string cbsdenv, std::chrono::milliseconds busy_timeout)
     : cbsdenv_(std::move(cbsdenv)),
       inventory_path_(join(join(join(cbsdenv_, "var"), "db"), "local.sqlite")),
-      held_(busy_timeout) {}
+      inventory_(busy_timeout, 1), vms_(busy_timeout) {}
 
 namespace {
 
@@ -210,14 +210,14 @@ std::optional<std::string> cbsd_database::check_inventory() {
   file_identity identity;
   if (auto bad = resolve_inventory(cbsdenv_, path, identity)) return bad->detail;
   sqlite3* db = nullptr;
-  if (auto bad = connect(held_, path, identity, db)) return bad->detail;
+  if (auto bad = connect(inventory_, path, identity, db)) return bad->detail;
   std::set<std::string> columns;
   int rc;
   {
     statement st;
     if (sqlite3_prepare_v2(db, "PRAGMA table_info(jails)", -1, &st.stmt, nullptr) != SQLITE_OK) {
       std::string why = path + ": " + sqlite3_errmsg(db);
-      held_.drop(path);
+      inventory_.drop(path);
       return why;
     }
     while ((rc = sqlite3_step(st.stmt)) == SQLITE_ROW)
@@ -225,12 +225,12 @@ std::optional<std::string> cbsd_database::check_inventory() {
         columns.insert(reinterpret_cast<const char*>(name));
     if (rc != SQLITE_DONE) {
       std::string why = path + ": " + sqlite3_errmsg(db);
-      held_.drop(path);
+      inventory_.drop(path);
       return why;
     }
   }
   // The router's first read comes at the end of its first job: not held till then.
-  held_.close_all();
+  inventory_.close_all();
   if (columns.empty()) return path + ": no table jails";
   for (const char* needed : {"jname", "emulator"})
     if (!columns.count(needed)) return path + ": jails has no column " + needed;
@@ -241,8 +241,8 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) {
   database_read out;
   // A failed read closes the connection it used, so that the next one
   // starts from the file as it is then.
-  auto fail = [this, &out](failure f, const std::string& path = {}) {
-    if (!path.empty()) held_.drop(path);
+  auto fail = [&out](failure f, held_databases* held = nullptr, const std::string& path = {}) {
+    if (held) held->drop(path);
     out.problem = f.problem;
     out.detail = std::move(f.detail);
     return out;
@@ -255,10 +255,10 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) {
   if (auto bad = resolve_inventory(cbsdenv_, inventory, inventory_seen)) return fail(std::move(*bad));
   std::optional<std::vector<std::optional<std::string>>> row;
   sqlite3* db = nullptr;
-  if (auto bad = connect(held_, inventory, inventory_seen, db)) return fail(std::move(*bad));
+  if (auto bad = connect(inventory_, inventory, inventory_seen, db)) return fail(std::move(*bad));
   if (auto bad = query_row(db, inventory, "SELECT emulator FROM jails WHERE jname = ?1 LIMIT 1", jname, row))
-    return fail(std::move(*bad), inventory);
-  held_.confirm(inventory, inventory_seen, identity_now(inventory));
+    return fail(std::move(*bad), &inventory_, inventory);
+  inventory_.confirm(inventory, inventory_seen, identity_now(inventory));
   lookup_values values;
   if (!row) { // unknown to CBSD: what bget gives
     out.values = values;
@@ -284,16 +284,16 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) {
   const std::string vm_dir = join(system_dir, jname);
   const std::string vm_db = join(vm_dir, "local.sqlite");
   for (const std::string& dir : {system_dir, vm_dir})
-    if (auto bad = check_kind(dir, true)) return fail(std::move(*bad), vm_db);
+    if (auto bad = check_kind(dir, true)) return fail(std::move(*bad), &vms_, vm_db);
   file_identity vm_seen;
-  if (auto bad = check_kind(vm_db, false, &vm_seen)) return fail(std::move(*bad), vm_db);
-  if (auto bad = connect(held_, vm_db, vm_seen, db)) return fail(std::move(*bad));
+  if (auto bad = check_kind(vm_db, false, &vm_seen)) return fail(std::move(*bad), &vms_, vm_db);
+  if (auto bad = connect(vms_, vm_db, vm_seen, db)) return fail(std::move(*bad));
 
   if (!settings_columns.empty()) {
     std::string sql = "SELECT ";
     for (std::size_t i = 0; i < settings_columns.size(); ++i) sql += (i ? ", " : "") + settings_columns[i];
     sql += " FROM settings LIMIT 1";
-    if (auto bad = query_row(db, vm_db, sql, std::nullopt, row)) return fail(std::move(*bad), vm_db);
+    if (auto bad = query_row(db, vm_db, sql, std::nullopt, row)) return fail(std::move(*bad), &vms_, vm_db);
     if (row) {
       std::size_t i = 0;
       if (!layout->guid_column.empty()) values.guid = (*row)[i++].value_or("0");
@@ -307,10 +307,10 @@ database_read cbsd_database::read(std::string_view jname, bool want_vnc) {
   }
   if (!layout->disk_table.empty()) {
     const std::string sql = "SELECT dsk_zfs_guid FROM " + sql_name(layout->disk_table) + " WHERE dsk_path = ?1 LIMIT 1";
-    if (auto bad = query_row(db, vm_db, sql, first_disk_path, row)) return fail(std::move(*bad), vm_db);
+    if (auto bad = query_row(db, vm_db, sql, first_disk_path, row)) return fail(std::move(*bad), &vms_, vm_db);
     if (row) values.dsk_guid = (*row)[0].value_or("0");
   }
-  held_.confirm(vm_db, vm_seen, identity_now(vm_db));
+  vms_.confirm(vm_db, vm_seen, identity_now(vm_db));
   out.values = std::move(values);
   return out;
 }

@@ -76,15 +76,21 @@ class cbsd_database {
   database_read read(std::string_view jname, bool want_vnc);
 
   // Closes the connections kept open between reads (reads have stopped).
-  void close_connections() { held_.close_all(); }
-  std::size_t open_connections() const { return held_.size(); }
+  void close_connections() {
+    inventory_.close_all();
+    vms_.close_all();
+  }
+  std::size_t open_connections() const { return inventory_.size() + vms_.size(); }
 
   const std::string& inventory_path() const { return inventory_path_; }
 
  private:
   std::string cbsdenv_;
   std::string inventory_path_; // W/var/db/local.sqlite
-  held_databases held_;
+  // Apart, so that a burst over more VMs than vms_ holds never pushes out
+  // the inventory, which every read uses.
+  held_databases inventory_;
+  held_databases vms_;
 };
 
 } // namespace bs_router
