@@ -335,6 +335,45 @@ TEST_F(DatabaseLookupsTest, ValuesFromTheDatabasesWithOneCbsdRunPerJob) {
   EXPECT_NE(pool.log_text().find("read from CBSD's databases"), std::string::npos);
 }
 
+// How many of the router's descriptors are open on `file` (Linux: /proc).
+std::size_t descriptors_on(pid_t pid, const fs::path& file) {
+  std::size_t n = 0;
+  const fs::path target = fs::canonical(file);
+  std::error_code ec;
+  for (const auto& fd : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code gone;
+    if (fs::read_symlink(fd.path(), gone) == target) ++n;
+  }
+  return n;
+}
+
+// The connections are held between reads, and closed once no job has read
+// for a while (10 s): an idle router keeps no file of CBSD's open.
+TEST_F(DatabaseLookupsTest, TheConnectionsAreHeldBetweenReadsAndClosedOnceReadsStop) {
+#ifndef __linux__
+  GTEST_SKIP() << "reads the router's descriptors from /proc";
+#endif
+  test_pool pool(server);
+  fixture::create_inventory(pool.dir());
+  fixture::create_vm(pool.dir(), "vm1", "bhyve", {{{"vm_zfs_guid", "1111"}}, "2222"});
+  pool.start_router();
+  auto replies = pool.wait_final_reply(pool.put_job(R"({"Command":"bstop","CommandArgs":{"jname":"vm1"}})"));
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["Guid"], "1111");
+  const fs::path vm_db = fixture::vm_database_path(pool.dir(), "vm1");
+  const fs::path inventory = fixture::inventory_path(pool.dir());
+  EXPECT_EQ(descriptors_on(pool.router_pid(), vm_db), 1u);
+  EXPECT_EQ(descriptors_on(pool.router_pid(), inventory), 1u);
+  EXPECT_TRUE(wait_until(
+      [&] { return descriptors_on(pool.router_pid(), vm_db) + descriptors_on(pool.router_pid(), inventory) == 0; },
+      std::chrono::seconds(30)))
+      << "the router still holds CBSD's databases open";
+  // And a later job reads again.
+  replies = pool.wait_final_reply(pool.put_job(R"({"Command":"bstop","CommandArgs":{"jname":"vm1"}})"));
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back()["DskGuid"], "2222");
+}
+
 TEST_F(DatabaseLookupsTest, ACreateJobCarriesTheRowsItsRunWrote) {
   test_pool pool(server);
   fixture::create_inventory(pool.dir());
