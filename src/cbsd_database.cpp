@@ -191,10 +191,6 @@ std::optional<failure> resolve_inventory(const std::string& cbsdenv, std::string
   return check_kind(path, false, &identity);
 }
 
-} // namespace
-
-namespace {
-
 std::optional<failure> connect(held_databases& held, const std::string& path, file_identity seen, sqlite3*& db) {
   int code = SQLITE_OK;
   std::string message;
