@@ -107,10 +107,13 @@ struct settings {
   bool lookups_only = false; // only the baselines and the look-ups' runs
   bool rabbitmq = false;     // only the baselines and beanstalkd beside RabbitMQ (one node, three)
   std::size_t vms = 0;       // jname jobs spread over this many VMs; 0: each its own
+  std::size_t stub_cpu_ms = 0; // the look-ups' runs: CPU the stand-in burns per run
 };
 
 // settings::vms, for job_body: 0, each jname job its own VM.
 std::size_t jname_vms = 0;
+// settings::stub_cpu_ms, for prepare_lookups.
+std::size_t stub_cpu_ms = 0;
 
 // --- small helpers ---------------------------------------------------------------
 
@@ -442,6 +445,7 @@ void prepare_lookups(const test_pool& pool, const lookup_way& way, std::size_t v
   if (!way) return;
   if (*way == "database") create_cbsd_databases(pool, jname_vms ? std::min(vms, jname_vms) : vms);
   std::ofstream(pool.dir() / stub_runs_file); // the stand-in appends to it
+  if (stub_cpu_ms > 0) std::ofstream(pool.dir() / "cbsd_stub.cpu_ms") << stub_cpu_ms;
 }
 
 std::optional<std::size_t> stub_runs(const test_pool& pool, const lookup_way& way) {
@@ -871,7 +875,10 @@ void print_lookups_markdown(const report& r) {
   std::cout << fmt::format("\n#### Look-ups: {} jname jobs on the tube ({}), the cbsd commands "
                            "(lookups \"cbsd\") beside CBSD's databases (lookups \"database\")\n\n",
                            r.options.jobs,
-                           r.options.vms ? fmt::format("taking turns over {} VMs", r.options.vms) : "each its own VM")
+                           (r.options.vms ? fmt::format("taking turns over {} VMs", r.options.vms) : "each its own VM") +
+                               (r.options.stub_cpu_ms
+                                    ? fmt::format("; each cbsd run burns {} ms of CPU", r.options.stub_cpu_ms)
+                                    : ""))
             << "| max_jobs | lookups | jobs/s | cbsd runs per job (counted) | bare spawns/s beside "
                "| jobs/s ÷ that | ÷ the cbsd way's jobs/s | ÷ the no-jname jobs/s | CPU ms per job, router "
                "(all its threads) + its cbsd runs | lost | invalid |\n"
@@ -1013,7 +1020,9 @@ const char* usage_text =
     "                     commands beside CBSD's databases)\n"
     "  --rabbitmq         only the baselines and a burst and one-at-a-time runs on beanstalkd,\n"
     "                     one RabbitMQ node and a 3-node cluster, with each broker's own round trip\n"
-    "  --vms N            jname jobs take turns over N VMs (default: each job its own VM)\n";
+    "  --vms N            jname jobs take turns over N VMs (default: each job its own VM)\n"
+    "  --stub-cpu-ms N    in the look-ups' runs, each run of the stand-in burns N ms of CPU first,\n"
+    "                     as real cbsd's start-up does (the baselines keep the bare stand-in)\n";
 
 std::size_t positive_number(const std::string& option, const char* text) {
   try {
@@ -1053,6 +1062,8 @@ settings parse_command_line(int argc, char** argv) {
       s.rabbitmq = true;
     } else if (arg == "--vms") {
       s.vms = positive_number(arg, value());
+    } else if (arg == "--stub-cpu-ms") {
+      s.stub_cpu_ms = positive_number(arg, value());
     } else if (arg == "--help" || arg == "-h") {
       std::cout << usage_text;
       std::exit(0);
@@ -1481,6 +1492,7 @@ int main(int argc, char** argv) {
   try {
     options = parse_command_line(argc, argv);
     jname_vms = options.vms;
+    stub_cpu_ms = options.stub_cpu_ms;
   } catch (const std::exception& ex) {
     std::cerr << "bench_router: " << ex.what() << "\n" << usage_text;
     return 2;
