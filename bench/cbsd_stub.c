@@ -1,10 +1,11 @@
 /* Stands in for cbsd in the benchmark: the cheapest process that behaves like a
    successful cbsd run, so the benchmark measures the router, not the command.
    Where its working directory (the pool) holds cbsd_stub.runs, each run adds
-   one byte to it, so that the benchmark can count the runs per job; elsewhere
-   that costs one failed open(). Where it holds cbsd_stub.cpu_ms (bench_router
-   --stub-cpu-ms N), each run first burns that many milliseconds of CPU, as
-   real cbsd's start-up (a shell loading its environment) does. */
+   one byte to it, so that the benchmark can count the runs per job. Where it
+   holds cbsd_stub.cpu_ms (bench_router --stub-cpu-ms N), each run first burns
+   that many milliseconds of CPU, as real cbsd's start-up (a shell loading its
+   environment) does. Where neither is there, each costs one failed open(),
+   in the baselines and the router's runs alike. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <time.h>
