@@ -65,12 +65,12 @@ std::optional<failure> check_kind(const std::string& path, bool directory, file_
   return std::nullopt;
 }
 
-// What the path names now, for held_databases::confirm; a path that is not
-// there any more names no file.
+// What the path names now, for held_databases::confirm; a path that is no
+// regular file any more names no file.
 file_identity identity_now(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return {};
-  return file_identity{st.st_dev, st.st_ino};
+  file_identity now;
+  check_kind(path, false, &now);
+  return now;
 }
 
 database_problem problem_of(int code) {
@@ -208,25 +208,20 @@ std::optional<std::string> cbsd_database::check_inventory() {
   sqlite3* db = nullptr;
   if (auto bad = connect(inventory_, path, identity, db)) return bad->detail;
   std::set<std::string> columns;
-  int rc;
+  std::optional<std::string> error;
   {
     statement st;
-    if (sqlite3_prepare_v2(db, "PRAGMA table_info(jails)", -1, &st.stmt, nullptr) != SQLITE_OK) {
-      std::string why = path + ": " + sqlite3_errmsg(db);
-      inventory_.drop(path);
-      return why;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA table_info(jails)", -1, &st.stmt, nullptr);
+    if (rc == SQLITE_OK) {
+      while ((rc = sqlite3_step(st.stmt)) == SQLITE_ROW)
+        if (const unsigned char* name = sqlite3_column_text(st.stmt, 1))
+          columns.insert(reinterpret_cast<const char*>(name));
     }
-    while ((rc = sqlite3_step(st.stmt)) == SQLITE_ROW)
-      if (const unsigned char* name = sqlite3_column_text(st.stmt, 1))
-        columns.insert(reinterpret_cast<const char*>(name));
-    if (rc != SQLITE_DONE) {
-      std::string why = path + ": " + sqlite3_errmsg(db);
-      inventory_.drop(path);
-      return why;
-    }
+    if (rc != SQLITE_DONE) error = path + ": " + sqlite3_errmsg(db);
   }
   // The router's first read comes at the end of its first job: not held till then.
   inventory_.close_all();
+  if (error) return error;
   if (columns.empty()) return path + ": no table jails";
   for (const char* needed : {"jname", "emulator"})
     if (!columns.count(needed)) return path + ": jails has no column " + needed;
