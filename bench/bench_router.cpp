@@ -114,6 +114,10 @@ struct settings {
 std::size_t jname_vms = 0;
 // settings::stub_cpu_ms, for prepare_lookups.
 std::size_t stub_cpu_ms = 0;
+// Where the look-ups' baselines run the stand-in: with --stub-cpu-ms, a
+// directory holding cbsd_stub.cpu_ms, so that "÷ the bare spawn rate" sets the
+// router's runs against spawning the same program; else the bench's own.
+std::string lookup_baseline_dir;
 
 // --- small helpers ---------------------------------------------------------------
 
@@ -226,13 +230,16 @@ cpu_split cpu_now() {
 // --- the baseline: the stand-in spawned directly ---------------------------------
 
 // posix_spawn with the stand-in's output going to /dev/null: what it prints is
-// not what is measured, and a pipe would have to be read.
+// not what is measured, and a pipe would have to be read. With a directory,
+// the stand-in runs there: where that holds cbsd_stub.cpu_ms, the baseline is
+// the same CPU-burning program the router runs (--stub-cpu-ms).
 class stub_spawner {
  public:
-  stub_spawner() {
+  explicit stub_spawner(const std::string& directory = "") {
     posix_spawn_file_actions_init(&actions_);
     posix_spawn_file_actions_addopen(&actions_, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&actions_, STDOUT_FILENO, STDERR_FILENO);
+    if (!directory.empty()) posix_spawn_file_actions_addchdir_np(&actions_, directory.c_str());
   }
   ~stub_spawner() { posix_spawn_file_actions_destroy(&actions_); }
   stub_spawner(const stub_spawner&) = delete;
@@ -308,8 +315,8 @@ double measure_sequential(const stub_spawner& spawner, std::size_t spawns, std::
   return static_cast<double>(spawns) / seconds_between(sequential_start, steady::now());
 }
 
-// Spawns per second with `parallel_spawns` in flight.
-double measure_parallel(const stub_spawner& spawner, std::size_t spawns) {
+// Spawns per second with `in_flight_limit` in flight.
+double measure_parallel(const stub_spawner& spawner, std::size_t spawns, int in_flight_limit = parallel_spawns) {
   // Any child may end first, so reap whichever does. Only the stand-ins are
   // children while this runs (no broker or router is alive), but a stranger
   // is skipped rather than counted.
@@ -317,7 +324,7 @@ double measure_parallel(const stub_spawner& spawner, std::size_t spawns) {
   std::size_t started_count = 0;
   const auto parallel_start = steady::now();
   while (started_count < spawns || !in_flight.empty()) {
-    while (started_count < spawns && in_flight.size() < static_cast<std::size_t>(parallel_spawns)) {
+    while (started_count < spawns && in_flight.size() < static_cast<std::size_t>(in_flight_limit)) {
       in_flight.insert(spawner.start());
       ++started_count;
     }
@@ -354,9 +361,10 @@ baseline_result measure_baseline(std::size_t spawns) {
 // The spawn rate at a burst's concurrency, measured right beside it: what the
 // machine can do may change within a run (other work on it), and a ratio is
 // only fair against the limit of the same minutes.
-double adjacent_spawn_rate(int max_jobs, std::size_t spawns) {
-  const stub_spawner spawner;
-  return max_jobs == 1 ? measure_sequential(spawner, spawns, nullptr) : measure_parallel(spawner, spawns);
+double adjacent_spawn_rate(int max_jobs, std::size_t spawns, const std::string& directory = "") {
+  const stub_spawner spawner(directory);
+  // As many in flight as the router may run at once: the same concurrency.
+  return max_jobs == 1 ? measure_sequential(spawner, spawns, nullptr) : measure_parallel(spawner, spawns, max_jobs);
 }
 
 // --- the router --------------------------------------------------------------------
@@ -543,6 +551,8 @@ struct burst_result {
   std::optional<long> vm_hwm_kb;   // Linux: /proc/<pid>/status before the stop
   std::optional<long> peak_rss_kb; // wait4 after the stop
   std::optional<cpu_split> router_cpu_ms_per_job; // Linux: the router, and the cbsd runs it reaped
+  // Linux: beanstalkd's CPU over the burst (the jobs' puts come before it), per job.
+  std::optional<double> broker_cpu_ms_per_job;
   std::optional<journal_cost> journal;
   lookup_way lookups;                // the look-ups' runs only
   std::optional<std::size_t> stub_runs; // counted by the stand-in, for those
@@ -582,10 +592,13 @@ burst_result run_burst(std::size_t jobs, int max_jobs, bool with_jname, const st
   const std::uint64_t puts_before = broker_put_count(broker);
   const auto limit = 60s + jobs * 100ms;
 
+  const std::optional<cpu_split> broker_cpu_before = proc_cpu(server.pid());
   const auto started = steady::now();
   pool.start_router();
   wait_until([&] { return broker_put_count(broker) - puts_before >= jobs; }, limit, broker_poll_interval);
   result.seconds = seconds_between(started, steady::now());
+  if (const std::optional<cpu_split> broker_cpu_after = proc_cpu(server.pid()); broker_cpu_before && broker_cpu_after)
+    result.broker_cpu_ms_per_job = (broker_cpu_after->own_ms - broker_cpu_before->own_ms) / static_cast<double>(jobs);
 
   result.vm_hwm_kb = proc_status_kb(pool.router_pid(), "VmHWM");
   result.journal = journal_cost_per_job(metrics_port, jobs);
@@ -877,21 +890,25 @@ void print_lookups_markdown(const report& r) {
                            r.options.jobs,
                            (r.options.vms ? fmt::format("taking turns over {} VMs", r.options.vms) : "each its own VM") +
                                (r.options.stub_cpu_ms
-                                    ? fmt::format("; each cbsd run burns {} ms of CPU", r.options.stub_cpu_ms)
+                                    ? fmt::format("; each cbsd run burns {} ms of CPU, in the bare spawns "
+                                                  "beside as well",
+                                                  r.options.stub_cpu_ms)
                                     : ""))
             << "| max_jobs | lookups | jobs/s | cbsd runs per job (counted) | bare spawns/s beside "
                "| jobs/s ÷ that | ÷ the cbsd way's jobs/s | ÷ the no-jname jobs/s | CPU ms per job, router "
-               "(all its threads) + its cbsd runs | lost | invalid |\n"
-            << "|---|---|---|---|---|---|---|---|---|---|---|\n";
+               "(all its threads) + its cbsd runs | beanstalkd's CPU ms per job | lost | invalid |\n"
+            << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& b : r.lookup_bursts) {
     const burst_result* cbsd = b.lookups == "database" ? cbsd_way_beside(r, b) : nullptr;
     const burst_result* plain = b.lookups == "database" ? burst_beside(r, b, "") : nullptr;
-    std::cout << fmt::format("| {} | {} | {:.1f} | {} | {:.0f} | **{:.0f}%** | {} | {} | {} | {} | {} |\n", b.max_jobs,
+    std::cout << fmt::format("| {} | {} | {:.1f} | {} | {:.0f} | **{:.0f}%** | {} | {} | {} | {} | {} | {} |\n", b.max_jobs,
                              way_label(b.lookups), b.jobs_per_second(), runs_text(b.stub_runs, b.jobs),
                              b.adjacent_rate(), 100 * b.jobs_per_second() / b.adjacent_rate(),
                              cbsd ? fmt::format("**{:.2f}×**", b.jobs_per_second() / cbsd->jobs_per_second()) : "",
                              plain ? fmt::format("{:.0f}%", 100 * b.jobs_per_second() / plain->jobs_per_second()) : "",
-                             cpu_text(b.router_cpu_ms_per_job), b.replies.lost, b.replies.invalid);
+                             cpu_text(b.router_cpu_ms_per_job),
+                             b.broker_cpu_ms_per_job ? fmt::format("{:.2f}", *b.broker_cpu_ms_per_job) : "n/a",
+                             b.replies.lost, b.replies.invalid);
   }
   std::cout << "\n| one jname job at a time | put-to-reply p50 ms | p99 ms | one bare spawn p50 just before, ms "
                "| cbsd runs per job (counted) | lost | invalid |\n|---|---|---|---|---|---|---|\n";
@@ -1022,7 +1039,8 @@ const char* usage_text =
     "                     one RabbitMQ node and a 3-node cluster, with each broker's own round trip\n"
     "  --vms N            jname jobs take turns over N VMs (default: each job its own VM)\n"
     "  --stub-cpu-ms N    in the look-ups' runs, each run of the stand-in burns N ms of CPU first,\n"
-    "                     as real cbsd's start-up does (the baselines keep the bare stand-in)\n";
+    "                     as real cbsd's start-up does, and so do the bare spawns beside them (the\n"
+    "                     first and last baselines keep the bare stand-in)\n";
 
 std::size_t positive_number(const std::string& option, const char* text) {
   try {
@@ -1517,6 +1535,12 @@ int main(int argc, char** argv) {
     r.load_before = load_average();
     constexpr std::size_t probe_files = 300;
     r.create_us_before = file_create_us(std::filesystem::path(work.path()) / "create-probe-before", probe_files);
+    if (options.stub_cpu_ms > 0) {
+      const auto dir = std::filesystem::path(work.path()) / "stub-cpu";
+      std::filesystem::create_directory(dir);
+      std::ofstream(dir / "cbsd_stub.cpu_ms") << options.stub_cpu_ms;
+      lookup_baseline_dir = dir.string();
+    }
 
     progress(fmt::format("baseline: {} spawns of {}", options.jobs, cbsd_stub_path));
     r.before = measure_baseline(options.jobs);
@@ -1559,17 +1583,17 @@ int main(int argc, char** argv) {
         const bool with_jname = *way != '\0';
         progress(fmt::format("look-ups: {} {} jobs, max_jobs {}, lookups {}", options.jobs,
                              with_jname ? "jname" : "no-jname", max_jobs, with_jname ? way : "none"));
-        const double rate_before = adjacent_spawn_rate(max_jobs, options.jobs);
+        const double rate_before = adjacent_spawn_rate(max_jobs, options.jobs, lookup_baseline_dir);
         burst_result burst = run_burst(options.jobs, max_jobs, with_jname, "", std::string(way));
         burst.adjacent_rate_before = rate_before;
-        burst.adjacent_rate_after = adjacent_spawn_rate(max_jobs, options.jobs);
+        burst.adjacent_rate_after = adjacent_spawn_rate(max_jobs, options.jobs, lookup_baseline_dir);
         r.lookup_bursts.push_back(std::move(burst));
       }
     }
     for (const char* way : {"cbsd", "database"}) {
       progress(fmt::format("look-ups: {} jname round trips, lookups {}", options.latency_runs, way));
       std::vector<double> spawn_ms;
-      measure_sequential(stub_spawner(), options.jobs, &spawn_ms);
+      measure_sequential(stub_spawner(lookup_baseline_dir), options.jobs, &spawn_ms);
       latency_result latency = run_latency(options.latency_runs, "", std::string(way));
       latency.adjacent_spawn_p50_ms = percentile(spawn_ms, 0.50);
       r.lookup_latencies.push_back(std::move(latency));

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <mutex>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -130,7 +131,10 @@ std::shared_ptr<spdlog::logger> make_file_logger(const std::string& name, const 
     registry.push_back(sink);
   }
   auto logger = std::make_shared<spdlog::logger>(name, sink);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %n[%P] %l: %v");
+  // The pid is written into the pattern once: spdlog's %P asks getpid() on
+  // every line, and the router never logs from another process (a child
+  // between fork and exec makes async-signal-safe calls only).
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %n[" + std::to_string(::getpid()) + "] %l: %v");
   logger->set_level(spdlog::level::info);
   return logger;
 }
