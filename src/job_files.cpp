@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
 
@@ -174,34 +175,55 @@ std::size_t job_files::remove_while_over_bounds(const std::string& keep) {
     const std::string id = (next++)->second;
     if (id == keep) continue;
     auto it = index_.find(id);
-    bool any = false;
-    for (const std::string& file : it->second.files) any = (::unlink(file.c_str()) == 0) || any;
-    if (any) ++removed;
+    if (remove_files(it->second)) ++removed;
     forget(it);
   }
   return removed;
 }
 
+// By name in the directory held open, as the files were made: a link or
+// another directory planted at logdir's path since the start leads nowhere.
+bool job_files::remove_files(const kept_job& job) const {
+  bool any = false;
+  for (const std::string& name : job.files) any = (::unlinkat(dir_.fd(), name.c_str(), 0) == 0) || any;
+  return any;
+}
+
+// A job's file as it is now, or nothing when it is gone or not a regular file.
+std::optional<struct stat> job_files::regular_file(const std::string& name) const {
+  struct stat status {};
+  if (::fstatat(dir_.fd(), name.c_str(), &status, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(status.st_mode))
+    return std::nullopt;
+  return status;
+}
+
 std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
   std::map<std::string, kept_job> jobs; // by the id as written in the names
 
-  DIR* dir = ::opendir(logdir_.c_str());
-  if (!dir) throw_errno(errno, "cannot list " + logdir_);
+  // The directory held open is listed, through a descriptor of its own (so
+  // that the listing's position is not shared), not whatever is at its path.
+  const int list_fd = ::openat(dir_.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (list_fd < 0) throw_errno(errno, "cannot list " + logdir_);
+  DIR* dir = ::fdopendir(list_fd);
+  if (!dir) {
+    const int error = errno;
+    ::close(list_fd);
+    throw_errno(error, "cannot list " + logdir_);
+  }
   while (const dirent* entry = ::readdir(dir)) {
     std::string_view name = entry->d_name;
     std::string_view id = job_id_of_file_name(name);
     if (id.empty()) continue;
-    std::string path = logdir_ + "/" + std::string(name);
-    struct stat status {};
     // Only regular files: a directory or link that happens to match the
     // pattern is not ours.
-    if (::lstat(path.c_str(), &status) != 0 || !S_ISREG(status.st_mode)) continue;
+    const std::optional<struct stat> status = regular_file(std::string(name));
+    if (!status) continue;
     kept_job& job = jobs[std::string(id)];
-    job.files.push_back(std::move(path));
-    job.newest = std::max(job.newest, modification_time(status));
-    job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0));
+    job.files.emplace_back(name);
+    job.newest = std::max(job.newest, modification_time(*status));
+    job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status->st_size, 0));
   }
-  ::closedir(dir);
+  ::closedir(dir); // closes list_fd
 
   index_.clear();
   by_age_.clear();
@@ -210,9 +232,7 @@ std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
   const auto max_age = std::chrono::hours(24) * max_age_days_;
   for (auto& [id, job] : jobs) {
     if (max_age_days_ > 0 && job.newest < now - max_age) {
-      bool any = false;
-      for (const std::string& file : job.files) any = (::unlink(file.c_str()) == 0) || any;
-      if (any) ++removed;
+      if (remove_files(job)) ++removed;
     } else {
       count(id, std::move(job));
     }
@@ -223,12 +243,13 @@ std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
 
 std::size_t job_files::add_job(const std::string& job_id) {
   kept_job job;
-  for (const std::string& path : {cmd_path(job_id), out_path(job_id), err_path(job_id)}) {
-    struct stat status {};
-    if (::lstat(path.c_str(), &status) != 0 || !S_ISREG(status.st_mode)) continue;
-    job.files.push_back(path);
-    job.newest = std::max(job.newest, modification_time(status));
-    job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status.st_size, 0));
+  for (std::string_view suffix : job_file_suffixes) {
+    std::string name = job_id + std::string(suffix);
+    const std::optional<struct stat> status = regular_file(name);
+    if (!status) continue;
+    job.files.push_back(std::move(name));
+    job.newest = std::max(job.newest, modification_time(*status));
+    job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status->st_size, 0));
   }
   const std::string& id = job_id;
   if (job.files.empty()) {

@@ -343,11 +343,56 @@ TEST(JobFiles, PruneLeavesUnrelatedFiles) {
   EXPECT_EQ(names_in(dir.path()), expected);
 }
 
-TEST(JobFiles, PruneOfAMissingLogdirThrows) {
+// The directory held open is the one pruned: once removed, it lists empty,
+// and nothing made at its path since is touched.
+TEST(JobFiles, PruneOfARemovedLogdirRemovesNothing) {
   temporary_directory dir;
-  job_files files(dir.path() + "/logs", 1, 1);
-  std::system(("rm -rf '" + dir.path() + "/logs'").c_str());
-  EXPECT_THROW(files.prune(), std::system_error);
+  const std::string logs = dir.path() + "/logs";
+  job_files files(logs, 1, 1);
+  std::system(("rm -rf '" + logs + "'").c_str());
+  ASSERT_EQ(::mkdir(logs.c_str(), 0700), 0);
+  auto now = system_clock::now();
+  make_job(files, 1, now, 3 * day); // written at the path: into the new directory
+  make_job(files, 2, now, 2 * day);
+  EXPECT_EQ(files.prune(now), 0u);
+  EXPECT_EQ(files.add_job("2"), 0u);
+  EXPECT_EQ(names_in(logs).size(), 6u);
+}
+
+// logdir's parent may be writable by CBSD's user, who can rename logdir away
+// and plant a link to another directory at its path. Listing, counting and
+// removing go by the directory held open, so root removes nothing there,
+// and the jobs' files in the directory renamed away are pruned as before.
+TEST(JobFiles, ALinkPlantedAtLogdirsPathLeadsPruneNowhere) {
+  temporary_directory dir;
+  const std::string logs = dir.path() + "/logs";
+  const std::string moved = dir.path() + "/moved";
+  const std::string elsewhere = dir.path() + "/elsewhere";
+  job_files files(logs, 1, 2);
+  auto now = system_clock::now();
+  make_job(files, 1, now, 3 * day);
+  make_job(files, 2, now, std::chrono::hours(1));
+  ASSERT_EQ(::rename(logs.c_str(), moved.c_str()), 0);
+  ASSERT_EQ(::mkdir(elsewhere.c_str(), 0700), 0);
+  for (const char* name : {"1.cmd", "1.out", "3.cmd", "4.out", "5.err"}) {
+    write_file(elsewhere + "/" + name, "keep");
+    set_mtime(elsewhere + "/" + name, now - 10 * day);
+  }
+  ASSERT_EQ(::symlink(elsewhere.c_str(), logs.c_str()), 0);
+
+  EXPECT_EQ(files.prune(now), 1u); // job 1, by age, in the directory renamed away
+  EXPECT_EQ(names_in(moved), (std::set<std::string>{"2.cmd", "2.out", "2.err"}));
+  EXPECT_EQ(files.jobs_counted(), 1u); // nothing of elsewhere's counted
+  for (int id = 6; id <= 8; ++id) {
+    const std::string job = std::to_string(id);
+    files.write_command(job, {"cbsd", "jstart"}); // made in the directory held open
+    ::close(files.open_out(job));
+    ::close(files.open_err(job));
+    files.add_job(job); // over max_files 2: the oldest go
+  }
+  EXPECT_EQ(names_in(moved), (std::set<std::string>{"7.cmd", "7.out", "7.err", "8.cmd", "8.out", "8.err"}));
+  EXPECT_EQ(names_in(elsewhere), (std::set<std::string>{"1.cmd", "1.out", "3.cmd", "4.out", "5.err"}));
+  EXPECT_EQ(read_file(elsewhere + "/1.out"), "keep");
 }
 
 // What root writes for a job goes into files it created itself: a link

@@ -6,11 +6,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <sys/stat.h>
 
 #include "bs_router/safe_files.hpp"
 
@@ -50,8 +53,8 @@ class job_files {
 
   // A job's files are complete: counts them with the jobs remembered, and
   // removes the oldest jobs' files while more than max_files jobs or
-  // max_bytes bytes are kept, never this job's own. Costs a few lstat calls,
-  // not a listing. Returns how many jobs' files were removed.
+  // max_bytes bytes are kept, never this job's own. Costs a few fstatat
+  // calls, not a listing. Returns how many jobs' files were removed.
   std::size_t add_job(const std::string& job_id);
 
   // The jobs and bytes counted now (those of the last prune and add_jobs).
@@ -62,7 +65,7 @@ class job_files {
 
  private:
   struct kept_job {
-    std::vector<std::string> files;
+    std::vector<std::string> files; // names in logdir
     std::chrono::system_clock::time_point newest{};
     std::uint64_t bytes = 0;
   };
@@ -74,6 +77,8 @@ class job_files {
   void count(std::string id, kept_job job);
   void forget(std::map<std::string, kept_job>::iterator it);
   std::size_t remove_while_over_bounds(const std::string& keep);
+  bool remove_files(const kept_job& job) const;
+  std::optional<struct stat> regular_file(const std::string& name) const;
 
   std::string logdir_;
   directory dir_; // logdir, held open: every per-job file is created in it
