@@ -239,7 +239,11 @@ class stub_spawner {
     posix_spawn_file_actions_init(&actions_);
     posix_spawn_file_actions_addopen(&actions_, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_adddup2(&actions_, STDOUT_FILENO, STDERR_FILENO);
-    if (!directory.empty()) posix_spawn_file_actions_addchdir_np(&actions_, directory.c_str());
+    if (!directory.empty())
+      if (const int error = posix_spawn_file_actions_addchdir_np(&actions_, directory.c_str())) {
+        posix_spawn_file_actions_destroy(&actions_);
+        throw std::runtime_error(fmt::format("posix_spawn_file_actions_addchdir_np: {}", std::strerror(error)));
+      }
   }
   ~stub_spawner() { posix_spawn_file_actions_destroy(&actions_); }
   stub_spawner(const stub_spawner&) = delete;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
@@ -200,17 +201,22 @@ std::optional<struct stat> job_files::regular_file(const std::string& name) cons
 std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
   std::map<std::string, kept_job> jobs; // by the id as written in the names
 
+  // A removed logdir still lists (empty) through the descriptor, but no
+  // job file can be made in it any more: said each time, not passed over.
+  struct stat held {};
+  if (::fstat(dir_.fd(), &held) != 0) throw_errno(errno, "cannot stat " + logdir_);
+  if (held.st_nlink == 0) throw_errno(ENOENT, logdir_ + " was removed while the router runs; restart it to make it anew");
   // The directory held open is listed, through a descriptor of its own (so
   // that the listing's position is not shared), not whatever is at its path.
   const int list_fd = ::openat(dir_.fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (list_fd < 0) throw_errno(errno, "cannot list " + logdir_);
-  DIR* dir = ::fdopendir(list_fd);
-  if (!dir) {
+  const std::unique_ptr<DIR, int (*)(DIR*)> listing(::fdopendir(list_fd), ::closedir); // closes list_fd
+  if (!listing) {
     const int error = errno;
     ::close(list_fd);
     throw_errno(error, "cannot list " + logdir_);
   }
-  while (const dirent* entry = ::readdir(dir)) {
+  while (const dirent* entry = ::readdir(listing.get())) {
     std::string_view name = entry->d_name;
     std::string_view id = job_id_of_file_name(name);
     if (id.empty()) continue;
@@ -223,7 +229,6 @@ std::size_t job_files::prune(std::chrono::system_clock::time_point now) {
     job.newest = std::max(job.newest, modification_time(*status));
     job.bytes += static_cast<std::uint64_t>(std::max<off_t>(status->st_size, 0));
   }
-  ::closedir(dir); // closes list_fd
 
   index_.clear();
   by_age_.clear();

@@ -343,9 +343,10 @@ TEST(JobFiles, PruneLeavesUnrelatedFiles) {
   EXPECT_EQ(names_in(dir.path()), expected);
 }
 
-// The directory held open is the one pruned: once removed, it lists empty,
-// and nothing made at its path since is touched.
-TEST(JobFiles, PruneOfARemovedLogdirRemovesNothing) {
+// The directory held open is the one pruned: once it is removed, prune says
+// so (the router logs it every time), and nothing made at its path since is
+// touched.
+TEST(JobFiles, PruneOfARemovedLogdirThrowsAndRemovesNothingAtItsPath) {
   temporary_directory dir;
   const std::string logs = dir.path() + "/logs";
   job_files files(logs, 1, 1);
@@ -354,7 +355,7 @@ TEST(JobFiles, PruneOfARemovedLogdirRemovesNothing) {
   auto now = system_clock::now();
   make_job(files, 1, now, 3 * day); // written at the path: into the new directory
   make_job(files, 2, now, 2 * day);
-  EXPECT_EQ(files.prune(now), 0u);
+  EXPECT_THROW(files.prune(now), std::system_error);
   EXPECT_EQ(files.add_job("2"), 0u);
   EXPECT_EQ(names_in(logs).size(), 6u);
 }
