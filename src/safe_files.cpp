@@ -39,14 +39,14 @@ void make_directories(const std::string& path, mode_t mode) {
 
 std::string uid_text(uid_t uid) { return "uid " + std::to_string(static_cast<unsigned long long>(uid)); }
 
-// What is wrong with a file the router would write or read as its own, or
-// an empty string when nothing is.
 // The router's user, asked once: it does not change while the router runs.
 uid_t own_uid() {
   static const uid_t uid = ::geteuid();
   return uid;
 }
 
+// What is wrong with a file the router would write or read as its own, or
+// an empty string when nothing is.
 std::string own_file_problem(const struct stat& status) {
   if (!S_ISREG(status.st_mode)) return file_type_name(status.st_mode) + ", not a regular file";
   if (status.st_uid != own_uid())
